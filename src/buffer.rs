@@ -1,0 +1,144 @@
+//! The memory budget shared by every stage between the sockets and Loki.
+//!
+//! A connection reserves bytes before it hands entries on and the bytes are returned only when
+//! Loki has taken the entries (or they were dropped with a reason), so memory stays bounded
+//! whatever the lag. While the budget is spent, connections wait instead of reading their
+//! sockets, and TCP backpressure reaches the clients.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+/// The budget: a number of bytes that may be held at once.
+#[derive(Debug, Clone)]
+pub struct MemoryBudget {
+    bytes: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl MemoryBudget {
+    /// A budget of `capacity` bytes.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            bytes: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+
+    /// Waits until `bytes` are free and reserves them. A request larger than the whole budget
+    /// reserves the whole budget, so it waits for everything else to drain but cannot deadlock.
+    pub async fn reserve(&self, bytes: usize) -> MemoryCharge {
+        let wanted = bytes.min(self.capacity);
+        // Permits are taken in steps of at most u32::MAX, the most one call can take.
+        let mut taken = 0;
+        while taken < wanted {
+            let step = (wanted - taken).min(u32::MAX as usize) as u32;
+            self.bytes
+                .acquire_many(step)
+                .await
+                .expect("the budget's semaphore is never closed")
+                .forget();
+            taken += step as usize;
+        }
+        MemoryCharge {
+            budget: Some(self.clone()),
+            bytes: taken,
+        }
+    }
+
+    /// Bytes reserved right now.
+    pub fn used(&self) -> usize {
+        self.capacity - self.bytes.available_permits()
+    }
+
+    /// The budget's size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// Bytes reserved from a [`MemoryBudget`], returned when the charge is dropped.
+#[derive(Debug, Default)]
+pub struct MemoryCharge {
+    budget: Option<MemoryBudget>,
+    bytes: usize,
+}
+
+impl MemoryCharge {
+    /// Bytes held by this charge.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Moves up to `bytes` of this charge into a new charge.
+    pub fn split(&mut self, bytes: usize) -> MemoryCharge {
+        let moved = bytes.min(self.bytes);
+        self.bytes -= moved;
+        MemoryCharge {
+            budget: self.budget.clone(),
+            bytes: moved,
+        }
+    }
+
+    /// Adds another charge to this one.
+    pub fn merge(&mut self, mut other: MemoryCharge) {
+        if self.budget.is_none() {
+            self.budget = other.budget.take();
+        }
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+}
+
+impl Drop for MemoryCharge {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.bytes.add_permits(self.bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bytes_return_when_charges_drop() {
+        let budget = MemoryBudget::new(100);
+        let mut charge = budget.reserve(60).await;
+        assert_eq!(budget.used(), 60);
+
+        let part = charge.split(25);
+        assert_eq!((charge.bytes(), part.bytes()), (35, 25));
+        drop(part);
+        assert_eq!(budget.used(), 35);
+
+        let mut total = MemoryCharge::default();
+        total.merge(charge);
+        assert_eq!(budget.used(), 35);
+        drop(total);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn reserve_waits_while_the_budget_is_spent() {
+        let budget = MemoryBudget::new(100);
+        let held = budget.reserve(80).await;
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve(50).await.bytes() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        assert_eq!(waiting.await.unwrap(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_capacity_takes_the_whole_budget() {
+        let budget = MemoryBudget::new(100);
+        let charge = budget.reserve(1_000).await;
+        assert_eq!(charge.bytes(), 100);
+        assert_eq!(budget.used(), 100);
+    }
+}

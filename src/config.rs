@@ -1,0 +1,629 @@
+//! The configuration: one TOML file, with defaults that reproduce the fluent-bit setup that
+//! fwd2loki replaces, and overrides from command-line flags and `FWD2LOKI_*` variables.
+//!
+//! Every problem is reported before anything starts, naming the key, e.g.
+//! `loki.batch_wait: invalid duration "1x"`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::loki::labels::is_valid_name;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// How long a shutdown (SIGTERM, SIGINT) may take to deliver what was received.
+    /// Default is 5 s, Nomad's default `kill_timeout`.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_timeout: Duration,
+    /// Where and how forward-protocol clients are received.
+    pub input: InputConfig,
+    /// How records become Loki streams and how they are pushed.
+    pub loki: LokiConfig,
+    /// How much data may wait in memory between input and Loki.
+    pub buffer: BufferConfig,
+    /// fwd2loki's own logs.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: Duration::from_secs(5),
+            input: InputConfig::default(),
+            loki: LokiConfig::default(),
+            buffer: BufferConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// The forward-protocol listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputConfig {
+    /// Addresses to listen on: `host:port` for TCP, `unix:/path` for a Unix socket.
+    /// Default is `["0.0.0.0:24224"]`, the port Docker's fluentd driver uses.
+    pub listen: Vec<ListenAddr>,
+    /// Largest forward request accepted; a larger one closes its connection.
+    /// Default is 8 MiB.
+    #[serde(deserialize_with = "de_size")]
+    pub max_message_bytes: u64,
+    /// Largest size a gzip-compressed request may inflate to. Default is 64 MiB.
+    #[serde(deserialize_with = "de_size")]
+    pub max_decompressed_bytes: u64,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![ListenAddr::Tcp("0.0.0.0:24224".into())],
+            max_message_bytes: 8 << 20,
+            max_decompressed_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A listen address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP `host:port`.
+    Tcp(String),
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// Parses `host:port`, `tcp://host:port`, `unix:/path` or `unix:///path`.
+    ///
+    /// # Errors
+    ///
+    /// A message saying what is wrong with `text`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(path) = text
+            .strip_prefix("unix://")
+            .or_else(|| text.strip_prefix("unix:"))
+        {
+            if !path.starts_with('/') {
+                return Err(format!("unix socket path in {text:?} must be absolute"));
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        let address = text.strip_prefix("tcp://").unwrap_or(text);
+        let port = address
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        match port {
+            Some((host, Ok(_))) if !host.is_empty() => Ok(Self::Tcp(address.to_owned())),
+            _ => Err(format!("{text:?} is neither host:port nor unix:/path")),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(address) => f.write_str(address),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a record's remaining keys become the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineFormat {
+    /// A JSON object of the remaining keys, in record order.
+    #[default]
+    Json,
+    /// `key=value` pairs separated by spaces, values quoted where needed (logfmt).
+    KeyValue,
+    /// The value of one key (`line_key`) as plain text.
+    Raw,
+}
+
+/// Records to Loki streams, and the push API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LokiConfig {
+    /// The push URL, e.g. `http://loki:3100/loki/api/v1/push`. Without it, what would be pushed
+    /// is printed to standard output as JSON lines. Default is none.
+    pub url: Option<String>,
+    /// Sent as `X-Scope-OrgID` when set. Default is none.
+    pub tenant_id: Option<String>,
+    /// Longest time an entry waits for its batch to fill. Default is 1 s.
+    #[serde(deserialize_with = "de_duration")]
+    pub batch_wait: Duration,
+    /// Line bytes at which a batch is sent. Default is 1 MiB.
+    #[serde(deserialize_with = "de_size")]
+    pub batch_size: u64,
+    /// Time limit of one push request. Default is 10 s.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Shortest wait before a push is retried; waits double up to `max_backoff`, with full
+    /// jitter. Default is 500 ms.
+    #[serde(deserialize_with = "de_duration")]
+    pub min_backoff: Duration,
+    /// Longest wait between retries (a `Retry-After` from Loki is capped by it too).
+    /// Default is 30 s.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_backoff: Duration,
+    /// Labels of every stream. Default is `job = "fluent-bit"` and `hostname` = this host's name.
+    pub labels: BTreeMap<String, String>,
+    /// Record keys whose values become labels (and leave the line); names Loki would reject are
+    /// made valid (`container.name` becomes `container_name`). Default is `["container_name"]`.
+    pub label_keys: Vec<String>,
+    /// Record keys dropped. Default is `["source", "container_id"]`.
+    pub remove_keys: Vec<String>,
+    /// `json`, `key_value` or `raw`. Default is `json`.
+    pub line_format: LineFormat,
+    /// The key whose value is the line when `line_format = "raw"`. Default is `log`.
+    pub line_key: String,
+    /// When one key is left, its value is the line rather than an object of one key, so a
+    /// plain Docker record arrives as the text the container wrote. Default is true.
+    pub drop_single_key: bool,
+}
+
+impl Default for LokiConfig {
+    fn default() -> Self {
+        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+        Self {
+            url: None,
+            tenant_id: None,
+            batch_wait: Duration::from_secs(1),
+            batch_size: 1 << 20,
+            timeout: Duration::from_secs(10),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            labels: BTreeMap::from([
+                ("job".to_owned(), "fluent-bit".to_owned()),
+                ("hostname".to_owned(), hostname),
+            ]),
+            label_keys: vec!["container_name".to_owned()],
+            remove_keys: vec!["source".to_owned(), "container_id".to_owned()],
+            line_format: LineFormat::Json,
+            line_key: "log".to_owned(),
+            drop_single_key: true,
+        }
+    }
+}
+
+/// The memory buffer between the listeners and Loki.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Most bytes of entries held at once, counting lines and a fixed overhead per entry.
+    /// When full, connections stop being read until Loki catches up. Default is 64 MiB.
+    #[serde(deserialize_with = "de_size")]
+    pub max_bytes: u64,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// fwd2loki's own logs, written to standard error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `RUST_LOG`-style filter, e.g. `info` or `fwd2loki=debug`. Default is `info`.
+    pub level: String,
+    /// `text` for people or `json` for Loki. Default is `text`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The format of fwd2loki's own logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration problem, naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key has a value that is not allowed, or is not a key at all.
+    #[error("{key}: {message}")]
+    Key {
+        /// The dotted key, e.g. `loki.batch_wait`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Values given on the command line or in `FWD2LOKI_*` variables; they take precedence over the
+/// file. Each is written in the file's syntax (sizes like `1MiB`, durations like `500ms`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `input.listen`.
+    pub listen: Vec<String>,
+    /// `loki.url`.
+    pub loki_url: Option<String>,
+    /// `loki.tenant_id`.
+    pub tenant_id: Option<String>,
+    /// `loki.batch_wait`.
+    pub batch_wait: Option<String>,
+    /// `loki.batch_size`.
+    pub batch_size: Option<String>,
+    /// `log.level`.
+    pub log_level: Option<String>,
+    /// `log.format`.
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Reads `path` (or starts from the defaults when `None`), applies `overrides` and checks
+    /// the result.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the file or key at fault.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|error: toml::de::Error| ConfigError::Syntax {
+                    path: path.unwrap_or(Path::new("")).to_owned(),
+                    message: error.to_string(),
+                })?;
+        overrides.apply_to(&mut table);
+        Self::from_table(table)
+    }
+
+    /// Reads a configuration from TOML text, without overrides.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the key at fault.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table =
+            text.parse()
+                .map_err(|error: toml::de::Error| ConfigError::Syntax {
+                    path: PathBuf::new(),
+                    message: error.to_string(),
+                })?;
+        Self::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+        let config: Self = serde_path_to_error::deserialize(table).map_err(|error| {
+            let key = error.path().to_string();
+            ConfigError::Key {
+                key,
+                message: error.into_inner().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Key {
+            key: key.into(),
+            message,
+        };
+        if self.input.listen.is_empty() {
+            return Err(invalid(
+                "input.listen",
+                "at least one address is needed".into(),
+            ));
+        }
+        if self.input.max_message_bytes < 1024 {
+            return Err(invalid(
+                "input.max_message_bytes",
+                "must be at least 1KiB".into(),
+            ));
+        }
+        if let Some(url) = &self.loki.url {
+            match reqwest::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                Ok(_) => return Err(invalid("loki.url", format!("{url:?} is not http(s)"))),
+                Err(error) => return Err(invalid("loki.url", format!("{url:?}: {error}"))),
+            }
+        }
+        if self.loki.batch_size == 0 {
+            return Err(invalid(
+                "loki.batch_size",
+                "must be greater than zero".into(),
+            ));
+        }
+        if self.loki.batch_wait.is_zero() || self.loki.timeout.is_zero() {
+            let key = if self.loki.timeout.is_zero() {
+                "loki.timeout"
+            } else {
+                "loki.batch_wait"
+            };
+            return Err(invalid(key, "must be greater than zero".into()));
+        }
+        if self.loki.min_backoff.is_zero() || self.loki.max_backoff < self.loki.min_backoff {
+            let message = "min_backoff must be greater than zero and at most max_backoff".into();
+            return Err(invalid("loki.min_backoff", message));
+        }
+        if let Some(name) = self.loki.labels.keys().find(|name| !is_valid_name(name)) {
+            let message = format!(
+                "{name:?} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
+            );
+            return Err(invalid("loki.labels", message));
+        }
+        let no_labels = self.loki.labels.is_empty() && self.loki.label_keys.is_empty();
+        if no_labels {
+            return Err(invalid(
+                "loki.labels",
+                "Loki needs at least one label".into(),
+            ));
+        }
+        if self.buffer.max_bytes < self.loki.batch_size {
+            let message = "must be at least loki.batch_size".into();
+            return Err(invalid("buffer.max_bytes", message));
+        }
+        Ok(())
+    }
+}
+
+impl Overrides {
+    /// Writes the given values into the parsed file, so they are checked like the file's own.
+    fn apply_to(&self, table: &mut toml::Table) {
+        let mut set = |section: &str, key: &str, value: toml::Value| {
+            let section = table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(section) = section {
+                section.insert(key.to_owned(), value);
+            }
+        };
+        if !self.listen.is_empty() {
+            let listen = self
+                .listen
+                .iter()
+                .cloned()
+                .map(toml::Value::String)
+                .collect();
+            set("input", "listen", toml::Value::Array(listen));
+        }
+        let strings = [
+            ("loki", "url", &self.loki_url),
+            ("loki", "tenant_id", &self.tenant_id),
+            ("loki", "batch_wait", &self.batch_wait),
+            ("loki", "batch_size", &self.batch_size),
+            ("log", "level", &self.log_level),
+        ];
+        for (section, key, value) in strings {
+            if let Some(value) = value {
+                set(section, key, toml::Value::String(value.clone()));
+            }
+        }
+        if let Some(format) = self.log_format {
+            let name = match format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            };
+            set("log", "format", toml::Value::String(name.to_owned()));
+        }
+    }
+}
+
+/// Reads a size: a number of bytes, or a string such as `"1MiB"`, `"512KB"` or `"1001024"`.
+fn de_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Bytes(bytes) => Ok(bytes),
+        Size::Text(text) => parse_size(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses a size such as `1MiB`, `64 KB` or `1001024`.
+///
+/// # Errors
+///
+/// A message naming the text that is not a size.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|error| format!("invalid size {text:?}: {error}"))
+}
+
+/// Reads a duration such as `"1s"`, `"500ms"` or `"2m 30s"`.
+fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map_err(|error| serde::de::Error::custom(format!("invalid duration {text:?}: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_error(text: &str) -> (String, String) {
+        match Config::from_toml(text) {
+            Err(ConfigError::Key { key, message }) => (key, message),
+            other => panic!("expected a key error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_reproduce_the_reference_deployment() {
+        let config = Config::from_toml("").expect("empty config is valid");
+        assert_eq!(
+            config.input.listen,
+            [ListenAddr::Tcp("0.0.0.0:24224".into())]
+        );
+        assert_eq!(config.loki.labels["job"], "fluent-bit");
+        assert!(config.loki.labels.contains_key("hostname"));
+        assert_eq!(config.loki.label_keys, ["container_name"]);
+        assert_eq!(config.loki.remove_keys, ["source", "container_id"]);
+        assert_eq!(config.loki.line_format, LineFormat::Json);
+        assert!(config.loki.drop_single_key);
+        assert_eq!(config.loki.batch_wait, Duration::from_secs(1));
+        assert_eq!(config.loki.batch_size, 1 << 20);
+        assert_eq!(config.loki.url, None);
+    }
+
+    #[test]
+    fn reads_every_section() {
+        let config = Config::from_toml(
+            r#"
+            [input]
+            listen = ["127.0.0.1:24224", "unix:/run/fwd2loki.sock"]
+            max_message_bytes = "1MiB"
+            [loki]
+            url = "http://loki:3100/loki/api/v1/push"
+            tenant_id = "team-a"
+            batch_wait = "250ms"
+            batch_size = 1001024
+            labels = { job = "docker", env = "prod" }
+            line_format = "key_value"
+            [buffer]
+            max_bytes = "32MiB"
+            [log]
+            level = "debug"
+            format = "json"
+            "#,
+        )
+        .expect("valid config");
+        assert_eq!(
+            config.input.listen[1],
+            ListenAddr::Unix("/run/fwd2loki.sock".into())
+        );
+        assert_eq!(config.input.max_message_bytes, 1 << 20);
+        assert_eq!(config.loki.batch_wait, Duration::from_millis(250));
+        assert_eq!(config.loki.batch_size, 1_001_024);
+        assert_eq!(config.loki.labels.len(), 2);
+        assert_eq!(config.loki.line_format, LineFormat::KeyValue);
+        assert_eq!(config.buffer.max_bytes, 32 << 20);
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let (key, message) = key_error("[loki]\nbatch_wait = \"1x\"");
+        assert_eq!(key, "loki.batch_wait");
+        assert!(message.contains("invalid duration \"1x\""), "{message}");
+
+        let (key, message) = key_error("[loki]\nbatch_wate = \"1s\"");
+        assert_eq!(key, "loki.batch_wate");
+        assert!(message.contains("unknown field `batch_wate`"), "{message}");
+
+        let (key, message) = key_error("[loki]\nbatch_size = \"lots\"");
+        assert_eq!(key, "loki.batch_size");
+        assert!(message.contains("invalid size \"lots\""), "{message}");
+
+        let (key, message) = key_error("[loki]\nlabels = { \"container.name\" = \"x\" }");
+        assert_eq!(key, "loki.labels");
+        assert!(
+            message.contains("\"container.name\" is not a valid label name"),
+            "{message}"
+        );
+
+        let (key, _) = key_error("[input]\nlisten = [\"nowhere\"]");
+        assert_eq!(key, "input.listen[0]");
+
+        let (key, _) = key_error("[loki]\nurl = \"ftp://x\"");
+        assert_eq!(key, "loki.url");
+
+        let (key, _) = key_error("[loki]\nline_format = \"yaml\"");
+        assert_eq!(key, "loki.line_format");
+
+        let (key, _) = key_error("[bogus]\nx = 1");
+        assert_eq!(key, "bogus");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file_and_are_checked_the_same_way() {
+        let mut table: toml::Table = "[loki]\nbatch_wait = \"5s\"".parse().unwrap();
+        let overrides = Overrides {
+            batch_wait: Some("2s".into()),
+            listen: vec!["unix:/tmp/x.sock".into()],
+            ..Overrides::default()
+        };
+        overrides.apply_to(&mut table);
+        let config = Config::from_table(table).expect("valid overrides");
+        assert_eq!(config.loki.batch_wait, Duration::from_secs(2));
+        assert_eq!(
+            config.input.listen,
+            [ListenAddr::Unix("/tmp/x.sock".into())]
+        );
+
+        let mut table = toml::Table::new();
+        Overrides {
+            batch_size: Some("huge".into()),
+            ..Overrides::default()
+        }
+        .apply_to(&mut table);
+        assert!(
+            matches!(Config::from_table(table), Err(ConfigError::Key { key, .. }) if key == "loki.batch_size")
+        );
+    }
+
+    #[test]
+    fn parses_listen_addresses() {
+        assert_eq!(
+            ListenAddr::parse("tcp://[::1]:24224"),
+            Ok(ListenAddr::Tcp("[::1]:24224".into()))
+        );
+        assert_eq!(
+            ListenAddr::parse("unix:///run/x.sock"),
+            Ok(ListenAddr::Unix("/run/x.sock".into()))
+        );
+        assert!(ListenAddr::parse("unix:relative.sock").is_err());
+        assert!(ListenAddr::parse("host:99999").is_err());
+        assert!(ListenAddr::parse(":24224").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The Fluentd forward protocol: the listeners, the per-connection decoder and a small client.
+//!
+//! Spec: <https://github.com/fluent/fluentd/wiki/Forward-Protocol-Specification-v1>.
+
+pub mod ack;
+pub mod client;
+pub(crate) mod connection;
+pub mod decode;
+pub mod server;
+
+pub use connection::ConnectionError;

@@ -1,0 +1,180 @@
+//! Loki stream labels: valid names and the selector string a push carries.
+//!
+//! Loki parses a stream's labels as a selector such as `{hostname="n1", job="docker"}`; names
+//! must match `[a-zA-Z_][a-zA-Z0-9_]*` and must not start with `__`, which Loki reserves.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use crate::transform::render::write_json_string;
+
+/// Whether `name` is a label name Loki accepts.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let valid_first = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    valid_first && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.starts_with("__")
+}
+
+/// Turns any record key into a valid label name: every character outside `[a-zA-Z0-9_]` becomes
+/// `_`, a leading digit gets a `_` in front, and a leading `__` is shortened to `_`.
+///
+/// `container.name` becomes `container_name` and `1abc` becomes `_1abc`.
+pub fn sanitize_name(key: &str) -> String {
+    let mut name: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    while name.starts_with("__") {
+        name.remove(0);
+    }
+    name
+}
+
+/// The label set of one stream, with its selector string rendered once.
+///
+/// Two sets are equal when their selector strings are, which holds exactly when they have the
+/// same names and values, since names are kept sorted.
+#[derive(Debug, Clone)]
+pub struct StreamLabels {
+    selector: Box<str>,
+    pairs: Box<[(Box<str>, Box<str>)]>,
+}
+
+impl StreamLabels {
+    /// Builds the set from name/value pairs; a later pair replaces an earlier one of the same
+    /// name. Names must already be valid.
+    pub fn new<N, V>(pairs: impl IntoIterator<Item = (N, V)>) -> Self
+    where
+        N: Into<Box<str>>,
+        V: Into<Box<str>>,
+    {
+        let mut sorted: Vec<(Box<str>, Box<str>)> = Vec::new();
+        for (name, value) in pairs {
+            let (name, value) = (name.into(), value.into());
+            debug_assert!(is_valid_name(&name), "label name {name:?} must be valid");
+            match sorted.binary_search_by(|(existing, _)| existing.cmp(&name)) {
+                Ok(index) => sorted[index].1 = value,
+                Err(index) => sorted.insert(index, (name, value)),
+            }
+        }
+        let selector = render_selector(&sorted);
+        Self {
+            selector: selector.into(),
+            pairs: sorted.into(),
+        }
+    }
+
+    /// The selector string, e.g. `{container_name="/web", job="docker"}`.
+    pub fn selector(&self) -> &str {
+        &self.selector
+    }
+
+    /// The name/value pairs, sorted by name.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(name, value)| (&**name, &**value))
+    }
+}
+
+impl PartialEq for StreamLabels {
+    fn eq(&self, other: &Self) -> bool {
+        self.selector == other.selector
+    }
+}
+
+impl Eq for StreamLabels {}
+
+impl Hash for StreamLabels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.selector.hash(state);
+    }
+}
+
+impl fmt::Display for StreamLabels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.selector)
+    }
+}
+
+/// Renders sorted pairs as `{a="x", b="y"}`. JSON string escaping is a subset of the Go string
+/// literal syntax that Loki's selector parser reads, so values round-trip exactly.
+fn render_selector(pairs: &[(Box<str>, Box<str>)]) -> String {
+    let mut out = Vec::with_capacity(
+        2 + pairs
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 5)
+            .sum::<usize>(),
+    );
+    out.push(b'{');
+    for (index, (name, value)) in pairs.iter().enumerate() {
+        if index > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'=');
+        write_json_string(value, &mut out);
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("names and JSON strings are UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitizes_names_loki_would_reject() {
+        assert_eq!(sanitize_name("container.name"), "container_name");
+        assert_eq!(sanitize_name("1abc"), "_1abc");
+        assert_eq!(
+            sanitize_name("com.example/team-name"),
+            "com_example_team_name"
+        );
+        assert_eq!(sanitize_name("__name__"), "_name__");
+        assert_eq!(sanitize_name(""), "_");
+        assert_eq!(sanitize_name("ünï"), "_n_");
+        for key in ["container.name", "1abc", "__x", "", "a-b", "ünï"] {
+            assert!(is_valid_name(&sanitize_name(key)), "{key:?}");
+        }
+    }
+
+    #[test]
+    fn validates_names() {
+        assert!(is_valid_name("job"));
+        assert!(is_valid_name("_x1"));
+        assert!(!is_valid_name("1x"));
+        assert!(!is_valid_name("a.b"));
+        assert!(!is_valid_name("__reserved"));
+        assert!(!is_valid_name(""));
+    }
+
+    #[test]
+    fn renders_sorted_and_escaped_selector() {
+        let labels = StreamLabels::new([
+            ("job", "fluent-bit"),
+            ("container_name", "/wiki-js"),
+            ("hostname", "say \"hi\"\\"),
+        ]);
+        assert_eq!(
+            labels.selector(),
+            r#"{container_name="/wiki-js", hostname="say \"hi\"\\", job="fluent-bit"}"#
+        );
+    }
+
+    #[test]
+    fn later_pairs_replace_earlier_ones() {
+        let labels = StreamLabels::new([("job", "a"), ("job", "b")]);
+        assert_eq!(labels.selector(), r#"{job="b"}"#);
+        assert_eq!(labels, StreamLabels::new([("job", "b")]));
+    }
+}

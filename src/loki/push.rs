@@ -1,0 +1,283 @@
+//! Sending batches to Loki's push API, and deciding what to do with its answer.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use crate::config::LokiConfig;
+use crate::loki::batch::Batch;
+use crate::loki::encode::PushEncoder;
+
+/// The User-Agent of every push, naming fwd2loki and its version.
+pub const USER_AGENT: &str = concat!("fwd2loki/", env!("CARGO_PKG_VERSION"));
+
+/// Longest part of Loki's answer kept for logs.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// What Loki's answer to a push means for the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Loki stored the entries.
+    Delivered,
+    /// Loki could not take the entries now (429, 5xx) or could not be reached: try again.
+    Retry {
+        /// Status or transport error, for logs.
+        reason: String,
+        /// How long Loki asked us to wait, from `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// Loki refused the entries for good (4xx other than 429): retrying cannot help.
+    Rejected {
+        /// The HTTP status.
+        status: StatusCode,
+        /// Loki's message.
+        message: String,
+    },
+}
+
+/// Sorts an HTTP status into an outcome: 2xx delivered, 429 and 5xx retried, the rest refused.
+pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: String) -> PushOutcome {
+    if status.is_success() {
+        PushOutcome::Delivered
+    } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        PushOutcome::Retry {
+            reason: format!("{status}: {body}"),
+            retry_after,
+        }
+    } else {
+        PushOutcome::Rejected {
+            status,
+            message: body,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: the n-th wait is uniform in
+/// `[0, min(max, min * 2^n)]`, and never shorter than `min`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// The first ceiling and the shortest wait.
+    pub min: Duration,
+    /// The largest ceiling.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait before retry number `attempt` (0 for the first retry).
+    pub fn wait(&self, attempt: u32) -> Duration {
+        let ceiling = self.min.saturating_mul(1 << attempt.min(30)).min(self.max);
+        let jittered = ceiling.mul_f64(fastrand::f64());
+        jittered.max(self.min)
+    }
+}
+
+/// A client of one Loki push endpoint.
+#[derive(Debug)]
+pub struct LokiClient {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    tenant_id: Option<HeaderValue>,
+    encoder: PushEncoder,
+    backoff: Backoff,
+}
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL or a header value is not usable.
+    #[error("{key}: {message}")]
+    Config {
+        /// The config key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The HTTP client could not be built (e.g. no TLS roots).
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl LokiClient {
+    /// A client for `config.url`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when the URL is missing or invalid or the HTTP client cannot be built.
+    pub fn new(config: &LokiConfig) -> Result<Self, ClientError> {
+        let invalid = |key, message: String| ClientError::Config { key, message };
+        let url = config
+            .url
+            .as_deref()
+            .ok_or_else(|| invalid("loki.url", "not set".into()))?;
+        let url =
+            reqwest::Url::parse(url).map_err(|error| invalid("loki.url", error.to_string()))?;
+        let tenant_id = config
+            .tenant_id
+            .as_deref()
+            .map(HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| invalid("loki.tenant_id", "not a valid header value".into()))?;
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(config.timeout)
+            .build()?;
+        let backoff = Backoff {
+            min: config.min_backoff,
+            max: config.max_backoff,
+        };
+        Ok(Self {
+            http,
+            url,
+            tenant_id,
+            encoder: PushEncoder::default(),
+            backoff,
+        })
+    }
+
+    /// Pushes `batch` until Loki stores or refuses it, retrying with backoff in between. Gives
+    /// up only when `stop` is cancelled, returning false.
+    pub async fn deliver(&mut self, batch: &Batch, stop: &CancellationToken) -> bool {
+        let body = bytes::Bytes::from(self.encoder.encode(batch.streams()));
+        let entries = batch.entry_count();
+        let mut attempt = 0;
+        loop {
+            match self.post(body.clone()).await {
+                PushOutcome::Delivered => {
+                    debug!(entries, bytes = body.len(), "pushed batch");
+                    return true;
+                }
+                PushOutcome::Rejected { status, message } => {
+                    error!(
+                        status = status.as_u16(),
+                        reason = %message,
+                        entries,
+                        "loki refused a batch; its entries are dropped"
+                    );
+                    return true;
+                }
+                PushOutcome::Retry {
+                    reason,
+                    retry_after,
+                } => {
+                    let wait = retry_after.unwrap_or_else(|| self.backoff.wait(attempt));
+                    let wait = wait.min(self.backoff.max);
+                    warn!(%reason, attempt, wait = ?wait, entries, "push failed; will retry");
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stop.cancelled() => return false,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends one push and classifies the answer.
+    async fn post(&self, body: bytes::Bytes) -> PushOutcome {
+        let mut request = self
+            .http
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .body(body);
+        if let Some(tenant_id) = &self.tenant_id {
+            request = request.header("X-Scope-OrgID", tenant_id.clone());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                return PushOutcome::Retry {
+                    reason: transport_reason(&error),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response.text().await.unwrap_or_default();
+        classify(status, retry_after, truncate(body))
+    }
+}
+
+/// A short description of a transport error; reqwest's own text may carry the URL, which can
+/// hold credentials, so it is left out.
+fn transport_reason(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(error) {
+        Some(source) => format!("{kind}: {source}"),
+        None => kind.to_owned(),
+    }
+}
+
+fn truncate(mut text: String) -> String {
+    if text.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statuses_like_loki_documents_them() {
+        let outcome = |code| classify(StatusCode::from_u16(code).unwrap(), None, String::new());
+        assert_eq!(outcome(204), PushOutcome::Delivered);
+        assert_eq!(outcome(200), PushOutcome::Delivered);
+        for code in [429, 500, 502, 503, 504] {
+            assert!(matches!(outcome(code), PushOutcome::Retry { .. }), "{code}");
+        }
+        for code in [400, 401, 403, 404, 413, 422] {
+            assert!(
+                matches!(outcome(code), PushOutcome::Rejected { .. }),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_stays_within_its_bounds_and_grows() {
+        let backoff = Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        for attempt in 0..40 {
+            let wait = backoff.wait(attempt);
+            assert!(
+                wait >= backoff.min && wait <= backoff.max,
+                "{attempt}: {wait:?}"
+            );
+        }
+        let late_max = (0..200).map(|_| backoff.wait(10)).max().unwrap();
+        assert!(
+            late_max > Duration::from_millis(400),
+            "ceiling grows: {late_max:?}"
+        );
+    }
+
+    #[test]
+    fn truncates_long_answers_on_a_char_boundary() {
+        let text = truncate("é".repeat(1000));
+        assert!(text.len() <= MAX_REASON_BYTES + '…'.len_utf8());
+        assert!(text.ends_with('…'));
+    }
+}

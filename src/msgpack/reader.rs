@@ -1,0 +1,214 @@
+//! Reading the parts of a complete msgpack value, borrowing from its buffer.
+
+use super::{HeadError, read_head, value_len};
+
+/// One msgpack item. Containers give only their length; their elements follow in the reader.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// `nil`.
+    Nil,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A non-negative integer.
+    UInt(u64),
+    /// A negative integer.
+    Int(i64),
+    /// A float32 or float64.
+    Float(f64),
+    /// A string's bytes, not yet checked to be UTF-8.
+    Str(&'a [u8]),
+    /// A binary's bytes.
+    Bin(&'a [u8]),
+    /// An extension: its type and data.
+    Ext(i8, &'a [u8]),
+    /// An array of this many elements; the elements follow.
+    Array(u32),
+    /// A map of this many pairs; keys and values follow, alternating.
+    Map(u32),
+}
+
+/// Why a value could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The buffer ended inside a value.
+    #[error("truncated msgpack value")]
+    Truncated,
+    /// The reserved marker byte 0xc1 was found.
+    #[error("invalid msgpack: reserved marker 0xc1")]
+    ReservedMarker,
+}
+
+/// A cursor over msgpack bytes that hands out borrowed items.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf }
+    }
+
+    /// The bytes not read yet.
+    pub fn remaining(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// True when every byte has been read.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Reads the next item; for a container, only its header.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError`] when the bytes end early or hold the reserved marker.
+    pub fn read(&mut self) -> Result<Value<'a>, ReadError> {
+        let head = read_head(self.buf).map_err(|error| match error {
+            HeadError::Incomplete => ReadError::Truncated,
+            HeadError::ReservedMarker => ReadError::ReservedMarker,
+        })?;
+        let end = head.header_len + head.payload_len;
+        if end > self.buf.len() {
+            return Err(ReadError::Truncated);
+        }
+        let (item, rest) = self.buf.split_at(end);
+        self.buf = rest;
+        Ok(decode_item(item, head.header_len))
+    }
+
+    /// Skips the next value, nested elements included, and returns its raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Truncated`] when the value is incomplete or malformed.
+    pub fn read_raw(&mut self) -> Result<&'a [u8], ReadError> {
+        let len = value_len(self.buf).ok_or(ReadError::Truncated)?;
+        let (raw, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Ok(raw)
+    }
+}
+
+/// Decodes an item whose header and payload are both in `item`.
+fn decode_item(item: &[u8], header_len: usize) -> Value<'_> {
+    let payload = &item[header_len..];
+    let uint = |bytes: &[u8]| bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    // Two's complement sign extension of a big-endian integer of 1, 2, 4 or 8 bytes.
+    let int = |bytes: &[u8]| {
+        let shift = 64 - 8 * bytes.len() as u32;
+        ((uint(bytes) << shift) as i64) >> shift
+    };
+    let signed = |bytes: &[u8]| match int(bytes) {
+        n if n >= 0 => Value::UInt(n as u64),
+        n => Value::Int(n),
+    };
+    // Lengths of containers were validated by `read_head`; they fit in 32 bits.
+    let len = |bytes: &[u8]| uint(bytes) as u32;
+
+    match item[0] {
+        byte @ 0x00..=0x7f => Value::UInt(byte.into()),
+        byte @ 0x80..=0x8f => Value::Map(u32::from(byte & 0x0f)),
+        byte @ 0x90..=0x9f => Value::Array(u32::from(byte & 0x0f)),
+        0xa0..=0xbf | 0xd9..=0xdb => Value::Str(payload),
+        0xc4..=0xc6 => Value::Bin(payload),
+        0xc7..=0xc9 => Value::Ext(item[header_len - 1] as i8, payload),
+        0xd4..=0xd8 => Value::Ext(item[1] as i8, payload),
+        0xc0 => Value::Nil,
+        0xc2 => Value::Bool(false),
+        0xc3 => Value::Bool(true),
+        0xca => Value::Float(f32::from_bits(uint(&item[1..5]) as u32).into()),
+        0xcb => Value::Float(f64::from_bits(uint(&item[1..9]))),
+        0xcc..=0xcf => Value::UInt(uint(&item[1..header_len])),
+        0xd0..=0xd3 => signed(&item[1..header_len]),
+        0xdc | 0xdd => Value::Array(len(&item[1..header_len])),
+        0xde | 0xdf => Value::Map(len(&item[1..header_len])),
+        byte @ 0xe0..=0xff => Value::Int(i64::from(byte as i8)),
+        0xc1 => unreachable!("read_head refuses the reserved marker"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(bytes: &[u8]) -> Vec<Value<'_>> {
+        let mut reader = Reader::new(bytes);
+        let mut items = Vec::new();
+        while !reader.is_empty() {
+            items.push(reader.read().expect("valid msgpack"));
+        }
+        items
+    }
+
+    #[test]
+    fn reads_every_kind_of_item() {
+        let value = serde_json::json!([
+            0, 127, 128, 65_535, 4_294_967_296_u64, -1, -33, -129, -40_000, -3_000_000_000_i64,
+            1.5, "hi", null, true, {"k": false}
+        ]);
+        let bytes = rmp_serde::to_vec(&value).expect("json values encode");
+        let expected = [
+            Value::Array(15),
+            Value::UInt(0),
+            Value::UInt(127),
+            Value::UInt(128),
+            Value::UInt(65_535),
+            Value::UInt(4_294_967_296),
+            Value::Int(-1),
+            Value::Int(-33),
+            Value::Int(-129),
+            Value::Int(-40_000),
+            Value::Int(-3_000_000_000),
+            Value::Float(1.5),
+            Value::Str(b"hi"),
+            Value::Nil,
+            Value::Bool(true),
+            Value::Map(1),
+            Value::Str(b"k"),
+            Value::Bool(false),
+        ];
+        assert_eq!(read_all(&bytes), expected);
+    }
+
+    #[test]
+    fn reads_binary_and_extensions() {
+        // bin8 "ab", fixext8 type 0 (EventTime), ext8 of 8 bytes type 0, float32 0.5.
+        let bytes = [
+            0xc4, 0x02, b'a', b'b', //
+            0xd7, 0x00, 0, 0, 0, 1, 0, 0, 0, 2, //
+            0xc7, 0x08, 0x00, 0, 0, 0, 3, 0, 0, 0, 4, //
+            0xca, 0x3f, 0x00, 0x00, 0x00,
+        ];
+        let items = read_all(&bytes);
+        assert_eq!(items[0], Value::Bin(b"ab"));
+        assert_eq!(items[1], Value::Ext(0, &[0, 0, 0, 1, 0, 0, 0, 2]));
+        assert_eq!(items[2], Value::Ext(0, &[0, 0, 0, 3, 0, 0, 0, 4]));
+        assert_eq!(items[3], Value::Float(0.5));
+    }
+
+    #[test]
+    fn read_raw_skips_nested_values() {
+        let bytes = rmp_serde::to_vec(&serde_json::json!([{"a": [1, 2]}, "next"])).unwrap();
+        let mut reader = Reader::new(&bytes);
+        assert_eq!(reader.read(), Ok(Value::Array(2)));
+        let raw = reader.read_raw().expect("complete value");
+        assert_eq!(
+            raw,
+            rmp_serde::to_vec(&serde_json::json!({"a": [1, 2]})).unwrap()
+        );
+        assert_eq!(reader.read(), Ok(Value::Str(b"next")));
+    }
+
+    #[test]
+    fn truncated_input_is_an_error() {
+        assert_eq!(Reader::new(&[0xa5, b'a']).read(), Err(ReadError::Truncated));
+        assert_eq!(Reader::new(&[0xcd, 0x01]).read(), Err(ReadError::Truncated));
+        assert_eq!(
+            Reader::new(&[0x92, 0x01]).read_raw(),
+            Err(ReadError::Truncated)
+        );
+    }
+}
