@@ -341,7 +341,7 @@ impl Config {
             let key = error.path().to_string();
             ConfigError::Key {
                 key,
-                message: error.into_inner().to_string(),
+                message: error.into_inner().message().to_owned(),
             }
         })?;
         config.validate()?;

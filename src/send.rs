@@ -35,7 +35,7 @@ async fn send(args: &SendArgs) -> Result<usize, String> {
         .iter()
         .map(|record| OutgoingEvent::from_json(now_ns(), record))
         .collect();
-    let chunk = args.ack.then(|| chunk_id());
+    let chunk = args.ack.then(chunk_id);
     let mut requests = Vec::new();
     let chunks = encode_requests(
         &args.tag,

@@ -221,3 +221,7 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;

@@ -167,13 +167,10 @@ pub fn parse(bytes: &[u8]) -> Result<Request<'_>, DecodeError> {
             reason: "array must have 2 to 4 elements",
         });
     }
-    let tag = match reader.read()? {
-        Value::Str(tag) => tag,
-        _ => {
-            return Err(DecodeError::UnknownShape {
-                reason: "tag is not a string",
-            });
-        }
+    let Value::Str(tag) = reader.read()? else {
+        return Err(DecodeError::UnknownShape {
+            reason: "tag is not a string",
+        });
     };
 
     let (body, elements_used) = match reader.clone().read()? {
@@ -432,3 +429,7 @@ fn kind(value: &Value<'_>) -> &'static str {
         Value::Map(_) => "a map",
     }
 }
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

@@ -5,11 +5,14 @@ use super::*;
 const CONTAINER_ID: &str = "5f4f2f0b7d1c6e3a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a";
 
 fn config(edit: impl FnOnce(&mut LokiConfig)) -> LokiConfig {
-    let mut config = LokiConfig::default();
-    config.labels = [("job", "fluent-bit"), ("hostname", "node-1")]
+    let labels = [("job", "fluent-bit"), ("hostname", "node-1")]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();
+    let mut config = LokiConfig {
+        labels,
+        ..LokiConfig::default()
+    };
     edit(&mut config);
     config
 }
@@ -65,8 +68,13 @@ fn extra_keys_make_a_json_line_in_record_order() {
         ("log", json!("hello")),
         ("com.example.team", json!("web")),
     ]);
-    let event = Event { timestamp_ns: 0, record: &record };
-    let entry = Transform::new(&config(|_| {})).entry(event, &mut Scratch::default()).unwrap();
+    let event = Event {
+        timestamp_ns: 0,
+        record: &record,
+    };
+    let entry = Transform::new(&config(|_| {}))
+        .entry(event, &mut Scratch::default())
+        .unwrap();
     assert_eq!(entry.line, r#"{"log":"hello","com.example.team":"web"}"#);
 }
 

@@ -1,4 +1,7 @@
 //! Integration tests of fwd2loki, built as one test binary that shares the support helpers.
 
+mod cli;
+mod fluent_logger;
 mod loki_receiver;
+mod pipeline;
 mod support;

@@ -7,3 +7,4 @@
 )]
 
 pub(crate) mod loki;
+pub(crate) mod shipper;

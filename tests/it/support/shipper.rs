@@ -1,0 +1,242 @@
+//! Running fwd2loki for a test: in-process through the library, or as the real binary.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fwd2loki::config::{Config, ListenAddr};
+use fwd2loki::forward::client::{Mode, OutgoingEvent, TimeFormat, encode_requests, send_requests};
+use fwd2loki::pipeline::Pipeline;
+use tokio::net::{TcpStream, UnixStream};
+
+use super::loki::TestLoki;
+
+/// The hostname label every test shipper uses, so assertions need not ask the OS.
+pub(crate) const HOSTNAME: &str = "test-node";
+
+/// A 64-hex container id like Docker's.
+pub(crate) const CONTAINER_ID: &str =
+    "8c1d0f6b7f2a4e1c9b3d5a7e0f1c2b3a4d5e6f708192a3b4c5d6e7f8091a2b3c";
+
+/// How long a test waits for something that should happen at once.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A record shaped exactly like one the Docker fluentd driver sends.
+pub(crate) fn docker_record(container_name: &str, line: &str) -> serde_json::Value {
+    serde_json::json!({
+        "container_id": CONTAINER_ID,
+        "container_name": container_name,
+        "source": "stdout",
+        "log": line,
+    })
+}
+
+/// The labels the default configuration gives a Docker record of `container_name`.
+pub(crate) fn docker_labels(container_name: &str) -> BTreeMap<String, String> {
+    [
+        ("container_name", container_name),
+        ("hostname", HOSTNAME),
+        ("job", "fluent-bit"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect()
+}
+
+/// A configuration for tests: TCP on an ephemeral loopback port plus a Unix socket in `dir`,
+/// pushing to `loki`, with a short batch wait.
+pub(crate) fn test_config(loki: &TestLoki, dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.input.listen = vec![
+        ListenAddr::Tcp("127.0.0.1:0".into()),
+        ListenAddr::Unix(dir.join("fwd2loki.sock")),
+    ];
+    config.loki.url = Some(loki.push_url());
+    config
+        .loki
+        .labels
+        .insert("hostname".into(), HOSTNAME.into());
+    config.loki.batch_wait = Duration::from_millis(100);
+    config.loki.min_backoff = Duration::from_millis(20);
+    config.loki.max_backoff = Duration::from_millis(200);
+    config
+}
+
+/// fwd2loki running inside the test process.
+pub(crate) struct Shipper {
+    pipeline: Pipeline,
+    /// The TCP listen address.
+    pub(crate) tcp: SocketAddr,
+    /// The Unix socket path.
+    pub(crate) unix: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Shipper {
+    /// Starts fwd2loki with [`test_config`] changed by `edit`.
+    pub(crate) async fn start(loki: &TestLoki, edit: impl FnOnce(&mut Config)) -> Shipper {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = test_config(loki, dir.path());
+        edit(&mut config);
+        let pipeline = Pipeline::start(&config).await.expect("fwd2loki starts");
+        let tcp = pipeline.listen_addrs()[0]
+            .parse()
+            .expect("first listener is TCP");
+        let unix = dir.path().join("fwd2loki.sock");
+        Shipper {
+            pipeline,
+            tcp,
+            unix,
+            _dir: dir,
+        }
+    }
+
+    /// A new TCP connection to the shipper.
+    pub(crate) async fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.tcp)
+            .await
+            .expect("connects to fwd2loki")
+    }
+
+    /// A new Unix-socket connection to the shipper.
+    pub(crate) async fn connect_unix(&self) -> UnixStream {
+        UnixStream::connect(&self.unix)
+            .await
+            .expect("connects to fwd2loki's socket")
+    }
+
+    /// Bytes held in the memory budget right now.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.pipeline.buffered_bytes()
+    }
+
+    /// Shuts down as on SIGTERM; true when everything was delivered.
+    pub(crate) async fn stop(self, timeout: Duration) -> bool {
+        self.pipeline.shutdown(timeout).await
+    }
+}
+
+/// Sends `records` as events of `tag` on a connection, timed `first_ns`, `first_ns + 1`, ...
+/// With `ack`, waits until every request is acknowledged.
+pub(crate) async fn send_records<S>(
+    stream: &mut S,
+    mode: Mode,
+    time_format: TimeFormat,
+    events: &[OutgoingEvent],
+    ack: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut requests = Vec::new();
+    let chunk = ack.then_some("dGVzdC1jaHVuay1pZA==");
+    let chunks = encode_requests(
+        "docker.test",
+        mode,
+        time_format,
+        events,
+        chunk,
+        &mut requests,
+    );
+    send_requests(stream, &requests, &chunks)
+        .await
+        .expect("requests are sent and acknowledged");
+}
+
+/// fwd2loki run as its own process, from the binary cargo built.
+pub(crate) struct BinaryShipper {
+    child: Child,
+    /// The TCP address it listens on.
+    pub(crate) tcp: SocketAddr,
+    stdout: Option<std::process::ChildStdout>,
+    _dir: tempfile::TempDir,
+}
+
+impl BinaryShipper {
+    /// Starts the binary with the TOML `config` (a listen address is added by this function)
+    /// and waits until it accepts connections.
+    pub(crate) fn start(config: &str) -> BinaryShipper {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("fwd2loki.toml");
+        std::fs::write(&path, config).expect("config file is written");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fwd2loki"))
+            .args(["--config", path.to_str().expect("UTF-8 path")])
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the fwd2loki binary starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let tcp = wait_for_listen_address(stderr);
+        let stdout = child.stdout.take();
+        BinaryShipper {
+            child,
+            tcp,
+            stdout,
+            _dir: dir,
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub(crate) fn terminate(mut self) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM is delivered");
+        let exit = self.child.wait().expect("fwd2loki exits");
+        let mut stdout = String::new();
+        if let Some(mut out) = self.stdout.take() {
+            std::io::Read::read_to_string(&mut out, &mut stdout).expect("stdout is readable");
+        }
+        (
+            exit.code().expect("exited normally, not by a signal"),
+            stdout,
+        )
+    }
+}
+
+impl Drop for BinaryShipper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the JSON logs until the listener reports its address; keeps draining stderr after.
+fn wait_for_listen_address(stderr: std::process::ChildStderr) -> SocketAddr {
+    let (found_tx, found_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found_tx = Some(found_tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("fwd2loki: {line}");
+            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if log["message"] == "accepting forward connections" {
+                if let Some(tx) = found_tx.take() {
+                    let _ = tx.send(log["listen"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let listen = found_rx
+        .recv_timeout(PATIENCE)
+        .expect("fwd2loki reports its listen address");
+    listen.parse().expect("the listen address is ip:port")
+}
+
+/// Runs the binary with `args` and returns its exit code and standard error.
+pub(crate) fn run_binary(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_fwd2loki"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the fwd2loki binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code().expect("exited normally"), stderr)
+}
