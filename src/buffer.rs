@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 
 /// The budget: a number of bytes that may be held at once.
@@ -14,15 +15,23 @@ use tokio::sync::Semaphore;
 pub struct MemoryBudget {
     bytes: Arc<Semaphore>,
     capacity: usize,
+    /// Bytes in use, exported as a metric.
+    in_use: Gauge,
 }
 
 impl MemoryBudget {
     /// A budget of `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
+        Self::with_gauge(capacity, Gauge::default())
+    }
+
+    /// A budget of `capacity` bytes that keeps `in_use` at the bytes reserved.
+    pub fn with_gauge(capacity: usize, in_use: Gauge) -> Self {
         let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             bytes: Arc::new(Semaphore::new(capacity)),
             capacity,
+            in_use,
         }
     }
 
@@ -41,6 +50,7 @@ impl MemoryBudget {
                 .forget();
             taken += step as usize;
         }
+        self.in_use.inc_by(taken as i64);
         MemoryCharge {
             budget: Some(self.clone()),
             bytes: taken,
@@ -93,6 +103,7 @@ impl MemoryCharge {
 impl Drop for MemoryCharge {
     fn drop(&mut self) {
         if let Some(budget) = &self.budget {
+            budget.in_use.dec_by(self.bytes as i64);
             budget.bytes.add_permits(self.bytes);
         }
     }

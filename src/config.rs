@@ -134,6 +134,17 @@ pub enum LineFormat {
     Raw,
 }
 
+/// What to do with a line longer than `max_line_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OversizedLines {
+    /// Cut it to the limit.
+    #[default]
+    Truncate,
+    /// Drop the entry.
+    Drop,
+}
+
 /// Records to Loki streams, and the push API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -149,6 +160,22 @@ pub struct LokiConfig {
     /// Line bytes at which a batch is sent. Default is 1 MiB.
     #[serde(deserialize_with = "de_size")]
     pub batch_size: u64,
+    /// Longest time an entry waits for its batch when its client waits for a forward ack
+    /// (Docker's `fluentd-request-ack`): such a client sends its next line only after the ack,
+    /// so waiting the full `batch_wait` would cap it at one line per `batch_wait`.
+    /// Default is 20 ms.
+    #[serde(deserialize_with = "de_duration")]
+    pub ack_batch_wait: Duration,
+    /// Longest line sent; Loki refuses longer ones (its `max_line_size`, 256 KiB by default).
+    /// Default is 256 KiB.
+    #[serde(deserialize_with = "de_size")]
+    pub max_line_bytes: u64,
+    /// What happens to a longer line: `truncate` (cut to the limit at a character boundary)
+    /// or `drop`. Counted either way. Default is `truncate`.
+    pub oversized_lines: OversizedLines,
+    /// Pushes in flight at once. With 1, a stream's entries reach Loki in order; more suits a
+    /// Loki that accepts unordered writes (2.4 and later). Default is 1.
+    pub max_concurrent_pushes: usize,
     /// Time limit of one push request. Default is 10 s.
     #[serde(deserialize_with = "de_duration")]
     pub timeout: Duration,
@@ -184,6 +211,10 @@ impl Default for LokiConfig {
             tenant_id: None,
             batch_wait: Duration::from_secs(1),
             batch_size: 1 << 20,
+            ack_batch_wait: Duration::from_millis(20),
+            max_line_bytes: 256 << 10,
+            oversized_lines: OversizedLines::Truncate,
+            max_concurrent_pushes: 1,
             timeout: Duration::from_secs(10),
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
@@ -386,6 +417,18 @@ impl Config {
                 "loki.batch_wait"
             };
             return Err(invalid(key, "must be greater than zero".into()));
+        }
+        if self.loki.max_concurrent_pushes == 0 {
+            return Err(invalid(
+                "loki.max_concurrent_pushes",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.loki.max_line_bytes == 0 {
+            return Err(invalid(
+                "loki.max_line_bytes",
+                "must be greater than zero".into(),
+            ));
         }
         if self.loki.min_backoff.is_zero() || self.loki.max_backoff < self.loki.min_backoff {
             let message = "min_backoff must be greater than zero and at most max_backoff".into();

@@ -17,10 +17,14 @@
 //! - [`buffer`] bounds the memory held between the sockets and Loki.
 //! - [`pipeline`] starts the stages and stops them in order.
 
+pub mod bench;
 pub mod buffer;
 pub mod config;
+pub mod delivery;
 pub mod forward;
+pub mod log_limit;
 pub mod loki;
+pub mod metrics;
 pub mod msgpack;
 pub mod pipeline;
 pub mod transform;

@@ -1,11 +1,10 @@
-//! Wiring the stages together: listeners → connections → batcher → pusher, and shutting them
+//! Wiring the stages together: listeners → connections → batcher → pushers, and shutting them
 //! down in order.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -13,15 +12,17 @@ use tracing::{error, info, warn};
 
 use crate::buffer::MemoryBudget;
 use crate::config::Config;
-use crate::forward::connection::{ConnectionShared, EntryGroup};
+use crate::delivery::EntryGroup;
+use crate::forward::connection::ConnectionShared;
 use crate::forward::server::{BindError, Listener};
 use crate::loki::batch::{Batch, Batcher};
 use crate::loki::push::{ClientError, LokiClient};
 use crate::loki::stdout::StdoutPrinter;
+use crate::metrics::Metrics;
 use crate::transform::Transform;
 
-/// Batches waiting for the pusher. Memory is bounded by the budget, not by this count; a few
-/// batches ahead keep the pusher busy while the next one is cut.
+/// Batches cut but not yet taken by a pusher. Memory is bounded by the budget, not by this
+/// count; a few batches ahead keep the pushers busy while the next one is cut.
 const PUSH_QUEUE_BATCHES: usize = 4;
 /// Entry groups waiting for the batcher.
 const ENTRY_QUEUE_GROUPS: usize = 256;
@@ -40,18 +41,27 @@ pub enum StartError {
 /// Where batches go.
 #[derive(Debug)]
 enum Sink {
-    Loki(Box<LokiClient>),
+    Loki(LokiClient),
     Stdout(StdoutPrinter),
 }
 
 impl Sink {
-    async fn deliver(&mut self, batch: &Batch, abort: &CancellationToken) -> bool {
+    /// A sink for one more concurrent pusher.
+    fn clone_for_worker(&self) -> Self {
+        match self {
+            Self::Loki(client) => Self::Loki(client.clone_for_worker()),
+            Self::Stdout(_) => Self::Stdout(StdoutPrinter::default()),
+        }
+    }
+
+    async fn deliver(&mut self, batch: Batch, abort: &CancellationToken) -> bool {
         match self {
             Self::Loki(client) => client.deliver(batch, abort).await,
-            Self::Stdout(printer) => match printer.print(batch).await {
+            Self::Stdout(printer) => match printer.print(&batch).await {
                 Ok(()) => true,
                 Err(error) => {
                     error!(%error, entries = batch.entry_count(), "cannot write to stdout");
+                    batch.abandon();
                     false
                 }
             },
@@ -63,25 +73,39 @@ impl Sink {
 #[derive(Debug)]
 pub struct Pipeline {
     listen_addrs: Vec<String>,
-    /// Stops the listeners and connections.
+    /// Stops the listeners; connections then read what was already sent and stop.
     stop_input: CancellationToken,
-    /// Makes the pusher give up on a batch it cannot deliver.
+    /// Makes the pushers give up on batches they cannot deliver.
     abort_delivery: CancellationToken,
     listeners: TaskTracker,
-    pusher: JoinHandle<()>,
+    connections: TaskTracker,
+    pushers: TaskTracker,
     budget: MemoryBudget,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
-    /// Binds every listener and starts all stages.
+    /// Binds every listener and starts all stages, with a fresh set of metrics.
     ///
     /// # Errors
     ///
     /// [`StartError`] when a listener cannot be bound or the Loki client cannot be built;
     /// nothing has been started then.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
+        Self::start_with_metrics(config, Arc::new(Metrics::new())).await
+    }
+
+    /// Like [`Pipeline::start`], counting into `metrics`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pipeline::start`].
+    pub async fn start_with_metrics(
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StartError> {
         let sink = match &config.loki.url {
-            Some(_) => Sink::Loki(Box::new(LokiClient::new(&config.loki)?)),
+            Some(_) => Sink::Loki(LokiClient::new(&config.loki, Arc::clone(&metrics))?),
             None => Sink::Stdout(StdoutPrinter::default()),
         };
         let mut listeners = Vec::new();
@@ -90,7 +114,10 @@ impl Pipeline {
         }
         let listen_addrs = listeners.iter().map(Listener::local_addr).collect();
 
-        let budget = MemoryBudget::new(to_usize(config.buffer.max_bytes));
+        let budget = MemoryBudget::with_gauge(
+            to_usize(config.buffer.max_bytes),
+            metrics.buffer_bytes.clone(),
+        );
         let (entry_tx, entry_rx) = mpsc::channel(ENTRY_QUEUE_GROUPS);
         let (batch_tx, batch_rx) = mpsc::channel(PUSH_QUEUE_BATCHES);
         let stop_input = CancellationToken::new();
@@ -103,26 +130,50 @@ impl Pipeline {
             max_message_bytes: to_usize(config.input.max_message_bytes),
             max_decompressed_bytes: to_usize(config.input.max_decompressed_bytes),
             shutdown: stop_input.clone(),
+            metrics: Arc::clone(&metrics),
         });
-        let tracker = TaskTracker::new();
+        let listener_tasks = TaskTracker::new();
         let connections = TaskTracker::new();
         for listener in listeners {
-            tracker.spawn(listener.serve(Arc::clone(&shared), connections.clone()));
+            listener_tasks.spawn(listener.serve(Arc::clone(&shared), connections.clone()));
         }
-        tracker.close();
+        listener_tasks.close();
+        // From here on only the listeners and connections hold the entry sender, so the
+        // batcher sees the input close once they have all stopped.
         drop(shared);
 
-        let batcher = Batcher::new(to_usize(config.loki.batch_size), config.loki.batch_wait);
-        tokio::spawn(run_batcher(entry_rx, batch_tx, batcher));
-        let pusher = tokio::spawn(run_pusher(batch_rx, sink, abort_delivery.clone()));
+        let batcher = Batcher::new(
+            to_usize(config.loki.batch_size),
+            config.loki.batch_wait,
+            config.loki.ack_batch_wait,
+        );
+        let pushers = TaskTracker::new();
+        pushers.spawn(run_batcher(
+            entry_rx,
+            batch_tx,
+            batcher,
+            Arc::clone(&metrics),
+        ));
+        let batch_rx = Arc::new(Mutex::new(batch_rx));
+        for _ in 0..config.loki.max_concurrent_pushes {
+            let worker = sink.clone_for_worker();
+            pushers.spawn(run_pusher(
+                Arc::clone(&batch_rx),
+                worker,
+                abort_delivery.clone(),
+            ));
+        }
+        pushers.close();
 
         Ok(Self {
             listen_addrs,
             stop_input,
             abort_delivery,
-            listeners: tracker,
-            pusher,
+            listeners: listener_tasks,
+            connections,
+            pushers,
             budget,
+            metrics,
         })
     }
 
@@ -131,27 +182,37 @@ impl Pipeline {
         &self.listen_addrs
     }
 
+    /// The pipeline's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Bytes of the memory budget in use.
     pub fn buffered_bytes(&self) -> usize {
         self.budget.used()
     }
 
-    /// Stops accepting and reading, then delivers what was received. Returns true when
-    /// everything was delivered within `timeout`, false when the rest was abandoned.
+    /// Stops accepting, reads what clients already sent, and delivers everything received.
+    /// Returns true when all of it was delivered within `timeout`; otherwise what is left is
+    /// abandoned (unacknowledged) and false is returned.
     pub async fn shutdown(self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         self.stop_input.cancel();
         self.listeners.wait().await;
+        self.connections.close();
 
-        let mut pusher = self.pusher;
-        let finished = tokio::time::timeout_at(deadline, &mut pusher).await.is_ok();
+        let drained = async {
+            self.connections.wait().await;
+            self.pushers.wait().await;
+        };
+        let finished = tokio::time::timeout_at(deadline, drained).await.is_ok();
         if !finished {
             warn!(
                 buffered_bytes = self.budget.used(),
                 "shutdown timeout reached; undelivered entries are abandoned"
             );
             self.abort_delivery.cancel();
-            let _ = pusher.await;
+            self.pushers.wait().await;
         }
         info!(delivered_all = finished, "pipeline stopped");
         finished
@@ -159,29 +220,31 @@ impl Pipeline {
 }
 
 /// What woke the batcher.
-enum BatcherEvent {
+enum BatcherWake {
     Entries(EntryGroup),
     Due,
     InputClosed,
 }
 
-/// Moves entries into batches and batches to the pusher, until every connection is gone.
+/// Moves entries into batches and batches to the pushers, until every connection is gone.
 async fn run_batcher(
     mut entries: mpsc::Receiver<EntryGroup>,
     batches: mpsc::Sender<Batch>,
     mut batcher: Batcher,
+    metrics: Arc<Metrics>,
 ) {
     loop {
         let deadline = batcher.deadline();
-        let event = tokio::select! {
-            group = entries.recv() => group.map_or(BatcherEvent::InputClosed, BatcherEvent::Entries),
-            () = sleep_until(deadline) => BatcherEvent::Due,
+        let wake = tokio::select! {
+            group = entries.recv() => group.map_or(BatcherWake::InputClosed, BatcherWake::Entries),
+            () = sleep_until(deadline) => BatcherWake::Due,
         };
-        let ready = match event {
-            BatcherEvent::Entries(group) => add_group(&mut batcher, group),
-            BatcherEvent::Due => batcher.take().into_iter().collect(),
-            BatcherEvent::InputClosed => break,
+        let ready = match wake {
+            BatcherWake::Entries(group) => batcher.add_group(group, Instant::now()),
+            BatcherWake::Due => batcher.take().into_iter().collect(),
+            BatcherWake::InputClosed => break,
         };
+        metrics.streams_open.set(batcher.open_streams() as i64);
         for batch in ready {
             if batches.send(batch).await.is_err() {
                 return;
@@ -191,22 +254,7 @@ async fn run_batcher(
     if let Some(batch) = batcher.take() {
         let _ = batches.send(batch).await;
     }
-}
-
-/// Adds a group's entries, each with its share of the group's memory charge; returns the
-/// batches that filled up.
-fn add_group(batcher: &mut Batcher, group: EntryGroup) -> Vec<Batch> {
-    let EntryGroup {
-        entries,
-        mut charge,
-    } = group;
-    let now = Instant::now();
-    let mut full = Vec::new();
-    for entry in entries {
-        let entry_charge = charge.split(entry.charged_bytes());
-        full.extend(batcher.add(entry, entry_charge, now));
-    }
-    full
+    metrics.streams_open.set(0);
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -216,12 +264,24 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Delivers batches one at a time, so a stream's entries reach Loki in order.
-async fn run_pusher(mut batches: mpsc::Receiver<Batch>, mut sink: Sink, abort: CancellationToken) {
-    while let Some(mut batch) = batches.recv().await {
+/// Delivers batches one at a time. With one pusher, a stream's entries reach Loki in order.
+async fn run_pusher(
+    batches: Arc<Mutex<mpsc::Receiver<Batch>>>,
+    mut sink: Sink,
+    abort: CancellationToken,
+) {
+    loop {
+        let next = batches.lock().await.recv().await;
+        let Some(mut batch) = next else {
+            return;
+        };
         batch.sort();
-        if !sink.deliver(&batch, &abort).await {
-            error!(entries = batch.entry_count(), "batch abandoned at shutdown");
+        let entries = batch.entry_count();
+        if !sink.deliver(batch, &abort).await {
+            error!(
+                entries,
+                "batch abandoned at shutdown; its requests are not acknowledged"
+            );
         }
     }
 }

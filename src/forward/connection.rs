@@ -1,28 +1,24 @@
 //! One client connection: read bytes, cut them into requests, turn events into entries, hand
-//! the entries on and acknowledge.
+//! the entries on, and acknowledge each request once its events are safe.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::buffer::{MemoryBudget, MemoryCharge};
+use crate::buffer::MemoryBudget;
+use crate::delivery::{DeliveryTicket, EntryGroup, TicketReceiver};
 use crate::forward::ack::write_ack;
 use crate::forward::decode::{self, DecodeError, Request};
+use crate::metrics::{ListenerLabels, Metrics};
 use crate::msgpack::{ScanError, Scanner};
-use crate::transform::{Entry, Scratch, Transform};
-
-/// Entries handed from a connection to the batcher, with the memory they were charged.
-#[derive(Debug)]
-pub(crate) struct EntryGroup {
-    /// The entries, in the order they arrived.
-    pub(crate) entries: Vec<Entry>,
-    /// The memory reserved for them.
-    pub(crate) charge: MemoryCharge,
-}
+use crate::transform::{Entry, LineLimit, Scratch, Transform};
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -32,8 +28,9 @@ pub(crate) struct ConnectionShared {
     pub(crate) budget: MemoryBudget,
     pub(crate) max_message_bytes: usize,
     pub(crate) max_decompressed_bytes: usize,
-    /// Cancelled when fwd2loki shuts down: connections stop reading.
+    /// Cancelled when fwd2loki shuts down: connections read what was already sent, then stop.
     pub(crate) shutdown: CancellationToken,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Why a connection was closed by the server.
@@ -70,17 +67,40 @@ impl ConnectionError {
 const INITIAL_BUFFER_BYTES: usize = 8 * 1024;
 /// A buffer grown beyond this is replaced by a small one once it is empty.
 const SHRINK_ABOVE_BYTES: usize = 1 << 20;
+/// At shutdown, a connection that has been quiet this long has nothing more in flight.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
 
 /// Serves one connection until the client closes it, it sends bad data, or shutdown.
-pub(crate) async fn serve<S>(stream: S, peer: &str, shared: Arc<ConnectionShared>)
+pub(crate) async fn serve<S>(stream: S, peer: &str, listener: &str, shared: Arc<ConnectionShared>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut connection = Connection::new(&shared);
+    let labels = ListenerLabels {
+        listener: listener.to_owned(),
+    };
+    let open = shared
+        .metrics
+        .connections_open
+        .get_or_create(&labels)
+        .clone();
+    open.inc();
+    let mut connection = Connection::new(&shared, &labels);
     match connection.run(stream).await {
         Ok(()) => debug!(peer, "connection closed"),
-        Err(error) => warn!(peer, %error, reason = error.reason(), "closing connection"),
+        Err(error) => {
+            shared.metrics.input_error(error.reason());
+            warn!(peer, %error, reason = error.reason(), "closing connection");
+        }
     }
+    open.dec();
+}
+
+/// What woke the connection.
+enum Wake {
+    Read(std::io::Result<usize>),
+    Acked { chunk: Vec<u8>, safe: bool },
+    Shutdown,
+    DrainedQuiet,
 }
 
 /// The per-connection state.
@@ -90,23 +110,35 @@ struct Connection<'a> {
     scratch: Scratch,
     /// Where compressed entries are inflated.
     inflated: Vec<u8>,
-    /// Entries decoded but not handed on yet.
-    group: Vec<Entry>,
+    /// Entries decoded but not handed on yet, with the tickets of their requests.
+    group: EntryGroup,
     group_bytes: usize,
-    /// Encoded ack replies for requests whose entries are in `group`.
-    acks: Vec<u8>,
+    /// Chunk ids waiting for their events to be safe, oldest first.
+    pending_acks: VecDeque<(Vec<u8>, TicketReceiver)>,
+    records_received: Counter,
+    bytes_received: Counter,
 }
 
 impl<'a> Connection<'a> {
-    fn new(shared: &'a ConnectionShared) -> Self {
+    fn new(shared: &'a ConnectionShared, listener: &ListenerLabels) -> Self {
         Self {
             shared,
             scanner: Scanner::new(shared.max_message_bytes),
             scratch: Scratch::default(),
             inflated: Vec::new(),
-            group: Vec::new(),
+            group: EntryGroup::default(),
             group_bytes: 0,
-            acks: Vec::new(),
+            pending_acks: VecDeque::new(),
+            records_received: shared
+                .metrics
+                .records_received
+                .get_or_create(listener)
+                .clone(),
+            bytes_received: shared
+                .metrics
+                .bytes_received
+                .get_or_create(listener)
+                .clone(),
         }
     }
 
@@ -115,36 +147,67 @@ impl<'a> Connection<'a> {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut buffer = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
+        let mut draining = false;
         loop {
             // Requests before a bad one are still handed on and acknowledged; only the
             // connection is lost.
             let (consumed, failure) = self.decode_requests(&buffer);
             buffer.advance(consumed);
-            self.hand_on(&mut stream).await?;
+            self.hand_on().await?;
             if let Some(error) = failure {
                 return Err(error);
             }
             if buffer.is_empty() && buffer.capacity() > SHRINK_ABOVE_BYTES {
                 buffer = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
             }
-
             if buffer.capacity() - buffer.len() < INITIAL_BUFFER_BYTES / 2 {
                 buffer.reserve(buffer.len().max(INITIAL_BUFFER_BYTES));
             }
-            let read = tokio::select! {
-                read = stream.read_buf(&mut buffer) => read?,
-                () = self.shared.shutdown.cancelled() => return Ok(()),
+
+            let wake = tokio::select! {
+                read = stream.read_buf(&mut buffer) => Wake::Read(read),
+                (chunk, safe) = next_ack(&mut self.pending_acks) => Wake::Acked { chunk, safe },
+                () = self.shared.shutdown.cancelled(), if !draining => Wake::Shutdown,
+                () = tokio::time::sleep(DRAIN_QUIET), if draining => Wake::DrainedQuiet,
             };
-            if read == 0 {
-                if !buffer.is_empty() {
-                    debug!(
-                        bytes = buffer.len(),
-                        "client closed the connection mid-request"
-                    );
+            match wake {
+                Wake::Read(Ok(0)) => {
+                    if !buffer.is_empty() {
+                        debug!(
+                            bytes = buffer.len(),
+                            "client closed the connection mid-request"
+                        );
+                    }
+                    // A client that only closed its sending side still reads its acks.
+                    break;
                 }
-                return Ok(());
+                Wake::Read(read) => {
+                    self.bytes_received.inc_by(read? as u64);
+                }
+                Wake::Acked { chunk, safe } => write_ack_if_safe(&mut stream, &chunk, safe).await?,
+                // Read on until the client has been quiet for a moment: what it sent before
+                // the shutdown is still delivered.
+                Wake::Shutdown => draining = true,
+                Wake::DrainedQuiet => break,
             }
         }
+        self.finish_acks(&mut stream).await
+    }
+
+    /// Waits for the acks still pending and writes those whose events were delivered, as
+    /// long as the client is there to read them.
+    async fn finish_acks<S>(&mut self, stream: &mut S) -> Result<(), ConnectionError>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        while !self.pending_acks.is_empty() {
+            let (chunk, safe) = next_ack(&mut self.pending_acks).await;
+            if let Err(error) = write_ack_if_safe(stream, &chunk, safe).await {
+                debug!(%error, unwritten = self.pending_acks.len() + 1, "client left before its acks");
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Decodes every complete request at the start of `buffer`. Returns the bytes used and the
@@ -164,14 +227,14 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Decodes one request into `group`. A request is taken whole or not at all: on error,
+    /// Decodes one request into the group. A request is taken whole or not at all: on error,
     /// none of its events stay in the group.
     fn decode_request(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
         let request = decode::parse(bytes)?;
         let Request::Events { options, .. } = &request else {
             return Ok(());
         };
-        let group_len = self.group.len();
+        let group_len = self.group.entries.len();
         let Self {
             shared,
             scratch,
@@ -180,46 +243,76 @@ impl<'a> Connection<'a> {
             ..
         } = self;
         let decoded = request.for_each_event(inflated, shared.max_decompressed_bytes, |event| {
-            group.push(shared.transform.entry(event, scratch)?);
+            let mut entry = shared.transform.entry(event, scratch)?;
+            match shared.transform.limit_line(&mut entry) {
+                LineLimit::Fits => group.entries.push(entry),
+                LineLimit::Truncated => {
+                    shared.metrics.lines_truncated.inc();
+                    group.entries.push(entry);
+                }
+                LineLimit::Drop => shared.metrics.dropped("line_too_long", 1),
+            }
             Ok::<_, DecodeError>(())
         });
-        if let Err(error) = decoded {
-            self.group.truncate(group_len);
-            return Err(error);
-        }
-        self.group_bytes += self.group[group_len..]
-            .iter()
-            .map(Entry::charged_bytes)
-            .sum::<usize>();
+        let events = match decoded {
+            Ok(events) => events,
+            Err(error) => {
+                self.group.entries.truncate(group_len);
+                return Err(error);
+            }
+        };
+        self.records_received.inc_by(events);
+        let added = &self.group.entries[group_len..];
+        self.group_bytes += added.iter().map(Entry::charged_bytes).sum::<usize>();
         if let Some(chunk) = options.chunk {
-            write_ack(chunk, &mut self.acks);
+            let (ticket, receiver) = DeliveryTicket::new();
+            self.group.tickets.push(ticket);
+            self.pending_acks.push_back((chunk.to_vec(), receiver));
         }
         Ok(())
     }
 
-    /// Hands the decoded entries to the batcher, waiting for room in the memory budget, then
-    /// acknowledges the requests they came from.
-    async fn hand_on<S>(&mut self, stream: &mut S) -> Result<(), ConnectionError>
-    where
-        S: AsyncWrite + Unpin,
-    {
-        if !self.group.is_empty() {
-            let charge = self.shared.budget.reserve(self.group_bytes).await;
-            let entries = std::mem::take(&mut self.group);
-            self.group_bytes = 0;
-            let group = EntryGroup { entries, charge };
-            self.shared
-                .entries
-                .send(group)
-                .await
-                .map_err(|_| ConnectionError::PipelineClosed)?;
+    /// Hands the decoded entries to the batcher, waiting for room in the memory budget.
+    async fn hand_on(&mut self) -> Result<(), ConnectionError> {
+        if self.group.entries.is_empty() && self.group.tickets.is_empty() {
+            return Ok(());
         }
-        if !self.acks.is_empty() {
-            stream.write_all(&self.acks).await?;
-            self.acks.clear();
-        }
-        Ok(())
+        let mut group = std::mem::take(&mut self.group);
+        group.charge = self.shared.budget.reserve(self.group_bytes).await;
+        self.group_bytes = 0;
+        self.shared
+            .entries
+            .send(group)
+            .await
+            .map_err(|_| ConnectionError::PipelineClosed)
     }
+}
+
+/// Waits for the oldest pending ack; never resolves while none is pending. Cancel-safe: the
+/// ack stays queued until its outcome is known.
+async fn next_ack(pending: &mut VecDeque<(Vec<u8>, TicketReceiver)>) -> (Vec<u8>, bool) {
+    let Some((_, receiver)) = pending.front_mut() else {
+        return std::future::pending().await;
+    };
+    let safe = receiver.await.is_ok();
+    let (chunk, _) = pending
+        .pop_front()
+        .expect("the front entry was just awaited");
+    (chunk, safe)
+}
+
+/// Writes the ack for `chunk` when its events are safe. Unsafe (abandoned) events get no
+/// ack, so the client sends them again.
+async fn write_ack_if_safe<S>(stream: &mut S, chunk: &[u8], safe: bool) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    if !safe {
+        return Ok(());
+    }
+    let mut reply = Vec::with_capacity(chunk.len() + 8);
+    write_ack(chunk, &mut reply);
+    stream.write_all(&reply).await
 }
 
 #[cfg(test)]

@@ -97,21 +97,28 @@ fn run_connection(chunks: Vec<Vec<u8>>) -> (Vec<String>, Vec<u8>) {
             max_message_bytes: 1 << 20,
             max_decompressed_bytes: 1 << 20,
             shutdown: CancellationToken::new(),
+            metrics: Arc::new(Metrics::default()),
         };
         let mut socket = ChunkedSocket {
             chunks: chunks.into(),
             written: Vec::new(),
         };
-        Connection::new(&shared)
-            .run(&mut socket)
-            .await
-            .expect("valid stream");
+        let labels = ListenerLabels {
+            listener: "test".into(),
+        };
+        let mut connection = Connection::new(&shared, &labels);
+        // Acks wait for delivery: play the batcher, dropping (delivering) each group at once.
+        let delivered = tokio::spawn(async move {
+            let mut lines = Vec::new();
+            while let Some(group) = received.recv().await {
+                lines.extend(group.entries.into_iter().map(|entry| entry.line));
+            }
+            lines
+        });
+        connection.run(&mut socket).await.expect("valid stream");
+        drop(connection);
         drop(shared);
-        let mut lines = Vec::new();
-        while let Some(group) = received.recv().await {
-            lines.extend(group.entries.into_iter().map(|entry| entry.line));
-        }
-        (lines, socket.written)
+        (delivered.await.unwrap(), socket.written)
     })
 }
 

@@ -81,7 +81,7 @@ impl Listener {
             match accepted {
                 Ok(connection) => {
                     failures = 0;
-                    spawn_connection(connection, &shared, &connections);
+                    spawn_connection(connection, &local, &shared, &connections);
                 }
                 Err(error) => {
                     // Running out of file descriptors is the usual cause; waiting lets
@@ -121,20 +121,24 @@ enum Accepted {
     Unix(tokio::net::UnixStream, String),
 }
 
-fn spawn_connection(accepted: Accepted, shared: &Arc<ConnectionShared>, tasks: &TaskTracker) {
+fn spawn_connection(
+    accepted: Accepted,
+    listener: &str,
+    shared: &Arc<ConnectionShared>,
+    tasks: &TaskTracker,
+) {
     let shared = Arc::clone(shared);
+    let listener = listener.to_owned();
     match accepted {
         Accepted::Tcp(stream, peer) => {
             let span = info_span!("connection", peer = %peer);
-            tasks.spawn(
-                async move { connection::serve(stream, &peer, shared).await }.instrument(span),
-            );
+            let serve = async move { connection::serve(stream, &peer, &listener, shared).await };
+            tasks.spawn(serve.instrument(span));
         }
         Accepted::Unix(stream, peer) => {
             let span = info_span!("connection", peer = %peer);
-            tasks.spawn(
-                async move { connection::serve(stream, &peer, shared).await }.instrument(span),
-            );
+            let serve = async move { connection::serve(stream, &peer, &listener, shared).await };
+            tasks.spawn(serve.instrument(span));
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::buffer::MemoryCharge;
+use crate::delivery::{DeliveryTicket, EntryGroup};
 use crate::loki::labels::StreamLabels;
 use crate::transform::Entry;
 
@@ -32,6 +33,8 @@ pub struct Batch {
     started: Instant,
     /// The memory the entries hold, returned when the batch is dropped.
     charge: MemoryCharge,
+    /// Tickets of requests with entries in this batch: their acks wait for it.
+    tickets: Vec<Arc<DeliveryTicket>>,
 }
 
 impl Batch {
@@ -43,6 +46,20 @@ impl Batch {
             entry_count: 0,
             started: now,
             charge: MemoryCharge::default(),
+            tickets: Vec::new(),
+        }
+    }
+
+    /// Whether a client waits for this batch to be delivered before it sends more.
+    fn has_waiting_clients(&self) -> bool {
+        !self.tickets.is_empty()
+    }
+
+    fn add_tickets(&mut self, tickets: &[Arc<DeliveryTicket>]) {
+        for ticket in tickets {
+            if !self.tickets.iter().any(|held| Arc::ptr_eq(held, ticket)) {
+                self.tickets.push(Arc::clone(ticket));
+            }
         }
     }
 
@@ -90,6 +107,57 @@ impl Batch {
     pub fn entry_count(&self) -> usize {
         self.entry_count
     }
+
+    /// Marks the batch as given up: the requests it holds entries of will not be acknowledged.
+    pub fn abandon(&self) {
+        for ticket in &self.tickets {
+            ticket.abandon();
+        }
+    }
+
+    /// Splits the batch into two of about half the entries each, for a Loki that found the
+    /// request too large. Returns `None` for a batch of one entry, which cannot be split.
+    pub fn split_in_half(self) -> Option<(Batch, Batch)> {
+        if self.entry_count < 2 {
+            return None;
+        }
+        let Batch {
+            streams,
+            started,
+            mut charge,
+            tickets,
+            ..
+        } = self;
+        let mut first = Batch::new(started);
+        let mut second = Batch::new(started);
+        let half = streams
+            .iter()
+            .map(|stream| stream.entries.len())
+            .sum::<usize>()
+            / 2;
+        let mut moved = 0;
+        for stream in streams {
+            for (timestamp_ns, line) in stream.entries {
+                let target = if moved < half {
+                    &mut first
+                } else {
+                    &mut second
+                };
+                let entry = Entry {
+                    stream: Arc::clone(&stream.labels),
+                    timestamp_ns,
+                    line,
+                };
+                target.push(entry, MemoryCharge::default());
+                moved += 1;
+            }
+        }
+        first.charge.merge(charge.split(charge.bytes() / 2));
+        second.charge.merge(charge);
+        first.add_tickets(&tickets);
+        second.add_tickets(&tickets);
+        Some((first, second))
+    }
 }
 
 /// Collects entries and cuts batches by size and age.
@@ -100,15 +168,20 @@ impl Batch {
 pub struct Batcher {
     batch_size: usize,
     batch_wait: Duration,
+    /// The shorter wait of a batch that a client waits for (a forward ack), because such a
+    /// client sends nothing more until then.
+    ack_batch_wait: Duration,
     pending: Option<Batch>,
 }
 
 impl Batcher {
-    /// A batcher that cuts at `batch_size` line bytes or `batch_wait` after the first entry.
-    pub fn new(batch_size: usize, batch_wait: Duration) -> Self {
+    /// A batcher that cuts at `batch_size` line bytes, or `batch_wait` after the first entry
+    /// (`ack_batch_wait` when a client waits for an ack of an entry in the batch).
+    pub fn new(batch_size: usize, batch_wait: Duration, ack_batch_wait: Duration) -> Self {
         Self {
             batch_size,
             batch_wait,
+            ack_batch_wait,
             pending: None,
         }
     }
@@ -126,11 +199,47 @@ impl Batcher {
         full
     }
 
+    /// Adds a connection's group of entries, each with its share of the group's memory, and
+    /// ties the group's tickets to every batch that receives its entries. Returns the batches
+    /// that filled up.
+    pub fn add_group(&mut self, group: EntryGroup, now: Instant) -> Vec<Batch> {
+        let EntryGroup {
+            entries,
+            mut charge,
+            tickets,
+        } = group;
+        let mut full = Vec::new();
+        for entry in entries {
+            let entry_charge = charge.split(entry.charged_bytes());
+            if let Some(mut batch) = self.add(entry, entry_charge, now) {
+                batch.add_tickets(&tickets);
+                full.push(batch);
+            }
+        }
+        match &mut self.pending {
+            Some(batch) => batch.add_tickets(&tickets),
+            // A request whose events were all filtered out: nothing to wait for, the
+            // tickets drop here and their acks go out.
+            None => drop(tickets),
+        }
+        full
+    }
+
+    /// The number of streams in the batch being filled.
+    pub fn open_streams(&self) -> usize {
+        self.pending.as_ref().map_or(0, |batch| batch.streams.len())
+    }
+
     /// When the pending batch is due, if there is one.
     pub fn deadline(&self) -> Option<Instant> {
-        self.pending
-            .as_ref()
-            .map(|batch| batch.started + self.batch_wait)
+        self.pending.as_ref().map(|batch| {
+            let wait = if batch.has_waiting_clients() {
+                self.ack_batch_wait.min(self.batch_wait)
+            } else {
+                self.batch_wait
+            };
+            batch.started + wait
+        })
     }
 
     /// Takes the pending batch, if any, due or not.
@@ -155,7 +264,7 @@ mod tests {
     fn cuts_before_the_entry_that_would_exceed_the_size() {
         let stream = Arc::new(StreamLabels::new([("job", "a")]));
         let now = Instant::now();
-        let mut batcher = Batcher::new(10, Duration::from_secs(1));
+        let mut batcher = Batcher::new(10, Duration::from_secs(1), Duration::ZERO);
         assert!(
             batcher
                 .add(entry(&stream, 1, "12345"), MemoryCharge::default(), now)
@@ -178,7 +287,7 @@ mod tests {
     fn the_deadline_follows_the_first_entry() {
         let stream = Arc::new(StreamLabels::new([("job", "a")]));
         let start = Instant::now();
-        let mut batcher = Batcher::new(1000, Duration::from_secs(1));
+        let mut batcher = Batcher::new(1000, Duration::from_secs(1), Duration::ZERO);
         assert_eq!(batcher.deadline(), None);
         batcher.add(entry(&stream, 1, "x"), MemoryCharge::default(), start);
         batcher.add(
@@ -190,12 +299,66 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_client_shortens_the_wait_and_gets_its_ack_after_delivery() {
+        let stream = Arc::new(StreamLabels::new([("job", "a")]));
+        let start = Instant::now();
+        let mut batcher = Batcher::new(1000, Duration::from_secs(1), Duration::from_millis(20));
+        let (ticket, mut acked) = DeliveryTicket::new();
+        let group = EntryGroup {
+            entries: vec![entry(&stream, 1, "x")],
+            charge: MemoryCharge::default(),
+            tickets: vec![ticket],
+        };
+        assert!(batcher.add_group(group, start).is_empty());
+        assert_eq!(batcher.deadline(), Some(start + Duration::from_millis(20)));
+        let batch = batcher.take().unwrap();
+        assert!(
+            acked.try_recv().is_err(),
+            "not acked while the batch is pending"
+        );
+        drop(batch);
+        assert_eq!(acked.try_recv(), Ok(()));
+    }
+
+    #[test]
+    fn splitting_keeps_every_entry_and_ticket() {
+        let stream = Arc::new(StreamLabels::new([("job", "a")]));
+        let other = Arc::new(StreamLabels::new([("job", "b")]));
+        let now = Instant::now();
+        let mut batcher = Batcher::new(1000, Duration::from_secs(1), Duration::ZERO);
+        let (ticket, mut acked) = DeliveryTicket::new();
+        let entries = vec![
+            entry(&stream, 1, "a"),
+            entry(&stream, 2, "b"),
+            entry(&other, 3, "c"),
+        ];
+        batcher.add_group(
+            EntryGroup {
+                entries,
+                tickets: vec![ticket],
+                ..EntryGroup::default()
+            },
+            now,
+        );
+        let (first, second) = batcher.take().unwrap().split_in_half().unwrap();
+        assert_eq!((first.entry_count(), second.entry_count()), (1, 2));
+        assert_eq!(second.streams().len(), 2);
+        drop(first);
+        assert!(
+            acked.try_recv().is_err(),
+            "the second half still holds the ticket"
+        );
+        drop(second);
+        assert_eq!(acked.try_recv(), Ok(()));
+    }
+
+    #[test]
     fn groups_by_stream_and_sorts_stably_by_time() {
         let a = Arc::new(StreamLabels::new([("job", "a")]));
         let other_a = Arc::new(StreamLabels::new([("job", "a")]));
         let b = Arc::new(StreamLabels::new([("job", "b")]));
         let now = Instant::now();
-        let mut batcher = Batcher::new(1000, Duration::from_secs(1));
+        let mut batcher = Batcher::new(1000, Duration::from_secs(1), Duration::ZERO);
         for (stream, timestamp_ns, line) in [
             (&a, 5, "a5"),
             (&b, 1, "b1"),

@@ -1,6 +1,7 @@
 //! Sending batches to Loki's push API, and deciding what to do with its answer.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -8,8 +9,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::config::LokiConfig;
+use crate::log_limit::LogLimiter;
 use crate::loki::batch::Batch;
 use crate::loki::encode::PushEncoder;
+use crate::metrics::{Metrics, StatusLabels};
 
 /// The User-Agent of every push, naming fwd2loki and its version.
 pub const USER_AGENT: &str = concat!("fwd2loki/", env!("CARGO_PKG_VERSION"));
@@ -74,14 +77,17 @@ impl Backoff {
     }
 }
 
-/// A client of one Loki push endpoint.
-#[derive(Debug)]
+/// A client of one Loki push endpoint. Clones share the HTTP connection pool and the
+/// metrics; each has its own encoding buffers.
+#[derive(Debug, Clone)]
 pub struct LokiClient {
     http: reqwest::Client,
     url: reqwest::Url,
     tenant_id: Option<HeaderValue>,
-    encoder: PushEncoder,
+    encoder: Arc<std::sync::Mutex<PushEncoder>>,
     backoff: Backoff,
+    metrics: Arc<Metrics>,
+    log_limiter: Arc<LogLimiter>,
 }
 
 /// Why the client could not be built.
@@ -100,13 +106,16 @@ pub enum ClientError {
     Http(#[from] reqwest::Error),
 }
 
+/// How often the same kind of push failure is logged.
+const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 impl LokiClient {
     /// A client for `config.url`.
     ///
     /// # Errors
     ///
     /// [`ClientError`] when the URL is missing or invalid or the HTTP client cannot be built.
-    pub fn new(config: &LokiConfig) -> Result<Self, ClientError> {
+    pub fn new(config: &LokiConfig, metrics: Arc<Metrics>) -> Result<Self, ClientError> {
         let invalid = |key, message: String| ClientError::Config { key, message };
         let url = config
             .url
@@ -124,54 +133,122 @@ impl LokiClient {
             .user_agent(USER_AGENT)
             .timeout(config.timeout)
             .build()?;
-        let backoff = Backoff {
-            min: config.min_backoff,
-            max: config.max_backoff,
-        };
         Ok(Self {
             http,
             url,
             tenant_id,
-            encoder: PushEncoder::default(),
-            backoff,
+            encoder: Arc::default(),
+            backoff: Backoff {
+                min: config.min_backoff,
+                max: config.max_backoff,
+            },
+            metrics,
+            log_limiter: Arc::new(LogLimiter::new(LOG_INTERVAL)),
         })
     }
 
-    /// Pushes `batch` until Loki stores or refuses it, retrying with backoff in between. Gives
-    /// up only when `stop` is cancelled, returning false.
-    pub async fn deliver(&mut self, batch: &Batch, stop: &CancellationToken) -> bool {
-        let body = bytes::Bytes::from(self.encoder.encode(batch.streams()));
-        let entries = batch.entry_count();
+    /// A clone with its own encoding buffers, for a concurrent pusher.
+    pub fn clone_for_worker(&self) -> Self {
+        Self {
+            encoder: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Pushes `batch` until Loki stores or refuses it, retrying with backoff in between and
+    /// splitting it when Loki finds it too large. When `abort` is cancelled, gives up: what is
+    /// left is abandoned (its requests are not acknowledged) and false is returned.
+    pub async fn deliver(&self, batch: Batch, abort: &CancellationToken) -> bool {
+        let mut queue = vec![batch];
+        while let Some(batch) = queue.pop() {
+            match self.push_until_answered(&batch, abort).await {
+                None => {
+                    batch.abandon();
+                    for rest in &queue {
+                        rest.abandon();
+                    }
+                    return false;
+                }
+                Some(PushOutcome::Delivered) => {
+                    self.metrics
+                        .entries_pushed
+                        .inc_by(batch.entry_count() as u64);
+                    self.metrics.bytes_pushed.inc_by(batch.line_bytes() as u64);
+                }
+                Some(PushOutcome::Rejected { status, message }) => {
+                    if status == StatusCode::PAYLOAD_TOO_LARGE && batch.entry_count() > 1 {
+                        let (first, second) = batch.split_in_half().expect("more than one entry");
+                        debug!(
+                            entries = first.entry_count() + second.entry_count(),
+                            "batch too large for loki; splitting it"
+                        );
+                        queue.push(second);
+                        queue.push(first);
+                        continue;
+                    }
+                    self.count_rejection(&batch, status, &message);
+                }
+                Some(PushOutcome::Retry { .. }) => unreachable!("retries are handled inside"),
+            }
+        }
+        true
+    }
+
+    /// Sends the batch until Loki stores or refuses it; `None` when aborted first.
+    async fn push_until_answered(
+        &self,
+        batch: &Batch,
+        abort: &CancellationToken,
+    ) -> Option<PushOutcome> {
+        let body = bytes::Bytes::from(self.encode(batch));
         let mut attempt = 0;
         loop {
-            match self.post(body.clone()).await {
-                PushOutcome::Delivered => {
-                    debug!(entries, bytes = body.len(), "pushed batch");
-                    return true;
-                }
-                PushOutcome::Rejected { status, message } => {
-                    error!(
-                        status = status.as_u16(),
-                        reason = %message,
-                        entries,
-                        "loki refused a batch; its entries are dropped"
-                    );
-                    return true;
-                }
-                PushOutcome::Retry {
-                    reason,
-                    retry_after,
-                } => {
-                    let wait = retry_after.unwrap_or_else(|| self.backoff.wait(attempt));
-                    let wait = wait.min(self.backoff.max);
-                    warn!(%reason, attempt, wait = ?wait, entries, "push failed; will retry");
-                    attempt = attempt.saturating_add(1);
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = stop.cancelled() => return false,
-                    }
-                }
+            let outcome = tokio::select! {
+                outcome = self.post(body.clone()) => outcome,
+                () = abort.cancelled() => return None,
+            };
+            let PushOutcome::Retry {
+                reason,
+                retry_after,
+            } = outcome
+            else {
+                return Some(outcome);
+            };
+            let wait = retry_after
+                .unwrap_or_else(|| self.backoff.wait(attempt))
+                .min(self.backoff.max);
+            self.metrics.push_retries.inc();
+            if let Some(held_back) = self.log_limiter.allow("retry") {
+                warn!(%reason, attempt, wait = ?wait, entries = batch.entry_count(), held_back, "push failed; will retry");
             }
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = abort.cancelled() => return None,
+            }
+        }
+    }
+
+    fn encode(&self, batch: &Batch) -> Vec<u8> {
+        let mut encoder = self
+            .encoder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        encoder.encode(batch.streams())
+    }
+
+    /// Counts a refused batch as dropped, and logs Loki's reason once per status and interval.
+    fn count_rejection(&self, batch: &Batch, status: StatusCode, message: &str) {
+        let reason = rejection_reason(status);
+        self.metrics.dropped(reason, batch.entry_count() as u64);
+        if let Some(held_back) = self.log_limiter.allow(reason) {
+            error!(
+                status = status.as_u16(),
+                loki_says = %message,
+                entries = batch.entry_count(),
+                held_back,
+                "loki refused a batch; its entries are dropped"
+            );
         }
     }
 
@@ -185,9 +262,15 @@ impl LokiClient {
         if let Some(tenant_id) = &self.tenant_id {
             request = request.header("X-Scope-OrgID", tenant_id.clone());
         }
-        let response = match request.send().await {
+        let started = Instant::now();
+        let response = request.send().await;
+        self.metrics
+            .push_duration
+            .observe(started.elapsed().as_secs_f64());
+        let response = match response {
             Ok(response) => response,
             Err(error) => {
+                self.count_request("error");
                 return PushOutcome::Retry {
                     reason: transport_reason(&error),
                     retry_after: None,
@@ -195,6 +278,7 @@ impl LokiClient {
             }
         };
         let status = response.status();
+        self.count_request(status.as_str());
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
@@ -203,6 +287,26 @@ impl LokiClient {
             .map(Duration::from_secs);
         let body = response.text().await.unwrap_or_default();
         classify(status, retry_after, truncate(body))
+    }
+
+    fn count_request(&self, status: &str) {
+        let labels = StatusLabels {
+            status: status.to_owned(),
+        };
+        self.metrics.loki_requests.get_or_create(&labels).inc();
+    }
+}
+
+/// The `entries_dropped` reason for a refusal: `loki_<status>` for the statuses Loki uses.
+fn rejection_reason(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "loki_400",
+        401 => "loki_401",
+        403 => "loki_403",
+        404 => "loki_404",
+        413 => "loki_413",
+        422 => "loki_422",
+        _ => "loki_other_4xx",
     }
 }
 

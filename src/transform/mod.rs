@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::config::{LineFormat, LokiConfig};
+use crate::config::{LineFormat, LokiConfig, OversizedLines};
 use crate::forward::decode::{DecodeError, Event};
 use crate::loki::labels::{StreamLabels, sanitize_name};
 use crate::msgpack::{Reader, Value};
@@ -55,6 +55,19 @@ pub struct Transform {
     line_format: LineFormat,
     line_key: Box<[u8]>,
     drop_single_key: bool,
+    max_line_bytes: usize,
+    oversized_lines: OversizedLines,
+}
+
+/// What the line-length limit did to an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineLimit {
+    /// The line fits.
+    Fits,
+    /// The line was cut to the limit.
+    Truncated,
+    /// The entry must be dropped.
+    Drop,
 }
 
 /// Per-connection working memory, reused for every event to avoid allocations.
@@ -100,6 +113,26 @@ impl Transform {
             line_format: config.line_format,
             line_key: config.line_key.as_bytes().into(),
             drop_single_key: config.drop_single_key,
+            max_line_bytes: usize::try_from(config.max_line_bytes).unwrap_or(usize::MAX),
+            oversized_lines: config.oversized_lines,
+        }
+    }
+
+    /// Applies `max_line_bytes` to the entry's line.
+    pub fn limit_line(&self, entry: &mut Entry) -> LineLimit {
+        if entry.line.len() <= self.max_line_bytes {
+            return LineLimit::Fits;
+        }
+        match self.oversized_lines {
+            OversizedLines::Drop => LineLimit::Drop,
+            OversizedLines::Truncate => {
+                let mut end = self.max_line_bytes;
+                while !entry.line.is_char_boundary(end) {
+                    end -= 1;
+                }
+                entry.line.truncate(end);
+                LineLimit::Truncated
+            }
         }
     }
 

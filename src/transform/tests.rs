@@ -204,3 +204,21 @@ fn a_record_that_is_not_a_map_is_refused() {
     let result = Transform::new(&config(|_| {})).entry(event, &mut Scratch::default());
     assert!(matches!(result, Err(DecodeError::RecordNotMap { .. })));
 }
+
+#[test]
+fn long_lines_are_truncated_at_a_character_boundary_or_dropped() {
+    let truncating = Transform::new(&config(|c| c.max_line_bytes = 5));
+    let mut long = entry(&config(|_| {}), docker_record("abcdé-and-more"));
+    assert_eq!(truncating.limit_line(&mut long), LineLimit::Truncated);
+    assert_eq!(long.line, "abcd", "é would straddle the limit");
+
+    let mut short = entry(&config(|_| {}), docker_record("abc"));
+    assert_eq!(truncating.limit_line(&mut short), LineLimit::Fits);
+
+    let dropping = Transform::new(&config(|c| {
+        c.max_line_bytes = 5;
+        c.oversized_lines = OversizedLines::Drop;
+    }));
+    let mut long = entry(&config(|_| {}), docker_record("abcdef"));
+    assert_eq!(dropping.limit_line(&mut long), LineLimit::Drop);
+}

@@ -1,0 +1,91 @@
+//! Tracking when received events are safe, so that forward acks are sent only then.
+//!
+//! Every request that asks for an ack gets a [`DeliveryTicket`]. Each batch holding entries of
+//! the request keeps a reference to the ticket; when the last reference is dropped, the events
+//! have been handled (Loki stored them, or refused them for good and they were counted as
+//! dropped) and the connection writes the ack. A batch given up at shutdown marks its tickets
+//! abandoned first, so their requests stay unacknowledged and the clients send them again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::oneshot;
+
+use crate::buffer::MemoryCharge;
+use crate::transform::Entry;
+
+/// Signals, when dropped, that the events of one request are safe.
+#[derive(Debug)]
+pub struct DeliveryTicket {
+    done: Option<oneshot::Sender<()>>,
+    abandoned: AtomicBool,
+}
+
+/// Resolves to `Ok(())` when the ticket's events are safe, or to an error when they were
+/// abandoned.
+pub type TicketReceiver = oneshot::Receiver<()>;
+
+impl DeliveryTicket {
+    /// A new ticket and the receiver that learns its outcome.
+    pub fn new() -> (Arc<Self>, TicketReceiver) {
+        let (done, receiver) = oneshot::channel();
+        (
+            Arc::new(Self {
+                done: Some(done),
+                abandoned: AtomicBool::new(false),
+            }),
+            receiver,
+        )
+    }
+
+    /// Marks the events as not delivered: no ack will be sent for them.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for DeliveryTicket {
+    fn drop(&mut self) {
+        if !self.abandoned.load(Ordering::Acquire) {
+            if let Some(done) = self.done.take() {
+                // The connection may be gone already; then nobody waits for this ack.
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Entries handed from a connection to the batcher, with the memory they were charged and the
+/// tickets of the requests they came from.
+#[derive(Debug, Default)]
+pub struct EntryGroup {
+    /// The entries, in the order they arrived.
+    pub entries: Vec<Entry>,
+    /// The memory reserved for them.
+    pub charge: MemoryCharge,
+    /// Tickets of the requests whose entries these are.
+    pub tickets: Vec<Arc<DeliveryTicket>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ticket_resolves_when_its_last_reference_drops() {
+        let (ticket, mut receiver) = DeliveryTicket::new();
+        let held_by_batch = Arc::clone(&ticket);
+        drop(ticket);
+        assert!(receiver.try_recv().is_err(), "still held by a batch");
+        drop(held_by_batch);
+        assert_eq!(receiver.try_recv(), Ok(()));
+    }
+
+    #[test]
+    fn an_abandoned_ticket_never_resolves_successfully() {
+        let (ticket, mut receiver) = DeliveryTicket::new();
+        ticket.abandon();
+        drop(ticket);
+        assert!(receiver.try_recv().is_err());
+    }
+}
