@@ -108,6 +108,11 @@ impl Shipper {
             .expect("connects to fwd2loki's socket")
     }
 
+    /// The shipper's metrics.
+    pub(crate) fn metrics(&self) -> &fwd2loki::metrics::Metrics {
+        self.pipeline.metrics()
+    }
+
     /// Bytes held in the memory budget right now.
     pub(crate) fn buffered_bytes(&self) -> usize {
         self.pipeline.buffered_bytes()
@@ -180,6 +185,11 @@ impl BinaryShipper {
         }
     }
 
+    /// The process id, to read its memory use from /proc.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     pub(crate) fn terminate(mut self) -> (i32, String) {
         let pid = self.child.id().to_string();
@@ -239,4 +249,19 @@ pub(crate) fn run_binary(args: &[&str]) -> (i32, String) {
         .expect("the fwd2loki binary runs");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output.status.code().expect("exited normally"), stderr)
+}
+
+/// A process's resident memory in bytes, read from `/proc/<pid>/status`.
+pub(crate) fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .expect("VmRSS line");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number");
+    kib * 1024
 }
