@@ -28,11 +28,7 @@ impl MemoryBudget {
     /// A budget of `capacity` bytes that keeps `in_use` at the bytes reserved.
     pub fn with_gauge(capacity: usize, in_use: Gauge) -> Self {
         let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
-        Self {
-            bytes: Arc::new(Semaphore::new(capacity)),
-            capacity,
-            in_use,
-        }
+        Self { bytes: Arc::new(Semaphore::new(capacity)), capacity, in_use }
     }
 
     /// Waits until `bytes` are free and reserves them. A request larger than the whole budget
@@ -51,10 +47,7 @@ impl MemoryBudget {
             taken += step as usize;
         }
         self.in_use.inc_by(taken as i64);
-        MemoryCharge {
-            budget: Some(self.clone()),
-            bytes: taken,
-        }
+        MemoryCharge { budget: Some(self.clone()), bytes: taken }
     }
 
     /// Bytes reserved right now.
@@ -85,10 +78,7 @@ impl MemoryCharge {
     pub fn split(&mut self, bytes: usize) -> MemoryCharge {
         let moved = bytes.min(self.bytes);
         self.bytes -= moved;
-        MemoryCharge {
-            budget: self.budget.clone(),
-            bytes: moved,
-        }
+        MemoryCharge { budget: self.budget.clone(), bytes: moved }
     }
 
     /// Adds another charge to this one.

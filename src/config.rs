@@ -85,19 +85,14 @@ impl ListenAddr {
     ///
     /// A message saying what is wrong with `text`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        if let Some(path) = text
-            .strip_prefix("unix://")
-            .or_else(|| text.strip_prefix("unix:"))
-        {
+        if let Some(path) = text.strip_prefix("unix://").or_else(|| text.strip_prefix("unix:")) {
             if !path.starts_with('/') {
                 return Err(format!("unix socket path in {text:?} must be absolute"));
             }
             return Ok(Self::Unix(PathBuf::from(path)));
         }
         let address = text.strip_prefix("tcp://").unwrap_or(text);
-        let port = address
-            .rsplit_once(':')
-            .map(|(host, port)| (host, port.parse::<u16>()));
+        let port = address.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
         match port {
             Some((host, Ok(_))) if !host.is_empty() => Ok(Self::Tcp(address.to_owned())),
             _ => Err(format!("{text:?} is neither host:port nor unix:/path")),
@@ -231,21 +226,41 @@ impl Default for LokiConfig {
     }
 }
 
-/// The memory buffer between the listeners and Loki.
+/// Where entries wait between the listeners and Loki.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BufferConfig {
-    /// Most bytes of entries held at once, counting lines and a fixed overhead per entry.
-    /// When full, connections stop being read until Loki catches up. Default is 64 MiB.
+    /// `memory`, or `disk` to survive restarts and outages longer than memory can hold.
+    /// Default is `memory`.
+    #[serde(rename = "type")]
+    pub kind: BufferKind,
+    /// The buffer's size. In memory: the entries held, counting lines and a fixed overhead per
+    /// entry. On disk: the segment files. When full, connections stop being read until Loki
+    /// catches up; nothing is dropped. Default is 64 MiB.
     #[serde(deserialize_with = "de_size")]
     pub max_bytes: u64,
+    /// The directory of the disk buffer's segment files. Required with `type = "disk"`.
+    pub path: Option<PathBuf>,
+    /// With `type = "disk"`: the memory for entries read back from disk on their way to Loki.
+    /// Default is 32 MiB.
+    #[serde(deserialize_with = "de_size")]
+    pub memory_bytes: u64,
+}
+
+/// The kind of buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferKind {
+    /// Entries wait in memory; acks are sent once Loki has them.
+    #[default]
+    Memory,
+    /// Entries are written to segment files first; acks are sent once they are on disk.
+    Disk,
 }
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        Self {
-            max_bytes: 64 << 20,
-        }
+        Self { kind: BufferKind::Memory, max_bytes: 64 << 20, path: None, memory_bytes: 32 << 20 }
     }
 }
 
@@ -261,10 +276,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: "info".to_owned(),
-            format: LogFormat::Text,
-        }
+        Self { level: "info".to_owned(), format: LogFormat::Text }
     }
 }
 
@@ -336,18 +348,15 @@ impl Config {
     /// A [`ConfigError`] naming the file or key at fault.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
         let text = match path {
-            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?,
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?,
             None => String::new(),
         };
         let mut table: toml::Table =
-            text.parse()
-                .map_err(|error: toml::de::Error| ConfigError::Syntax {
-                    path: path.unwrap_or(Path::new("")).to_owned(),
-                    message: error.to_string(),
-                })?;
+            text.parse().map_err(|error: toml::de::Error| ConfigError::Syntax {
+                path: path.unwrap_or(Path::new("")).to_owned(),
+                message: error.to_string(),
+            })?;
         overrides.apply_to(&mut table);
         Self::from_table(table)
     }
@@ -358,22 +367,16 @@ impl Config {
     ///
     /// A [`ConfigError`] naming the key at fault.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table =
-            text.parse()
-                .map_err(|error: toml::de::Error| ConfigError::Syntax {
-                    path: PathBuf::new(),
-                    message: error.to_string(),
-                })?;
+        let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
+            ConfigError::Syntax { path: PathBuf::new(), message: error.to_string() }
+        })?;
         Self::from_table(table)
     }
 
     fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
         let config: Self = serde_path_to_error::deserialize(table).map_err(|error| {
             let key = error.path().to_string();
-            ConfigError::Key {
-                key,
-                message: error.into_inner().message().to_owned(),
-            }
+            ConfigError::Key { key, message: error.into_inner().message().to_owned() }
         })?;
         config.validate()?;
         Ok(config)
@@ -381,21 +384,12 @@ impl Config {
 
     /// Checks what the types alone cannot.
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Key {
-            key: key.into(),
-            message,
-        };
+        let invalid = |key: &str, message: String| ConfigError::Key { key: key.into(), message };
         if self.input.listen.is_empty() {
-            return Err(invalid(
-                "input.listen",
-                "at least one address is needed".into(),
-            ));
+            return Err(invalid("input.listen", "at least one address is needed".into()));
         }
         if self.input.max_message_bytes < 1024 {
-            return Err(invalid(
-                "input.max_message_bytes",
-                "must be at least 1KiB".into(),
-            ));
+            return Err(invalid("input.max_message_bytes", "must be at least 1KiB".into()));
         }
         if let Some(url) = &self.loki.url {
             match reqwest::Url::parse(url) {
@@ -405,30 +399,17 @@ impl Config {
             }
         }
         if self.loki.batch_size == 0 {
-            return Err(invalid(
-                "loki.batch_size",
-                "must be greater than zero".into(),
-            ));
+            return Err(invalid("loki.batch_size", "must be greater than zero".into()));
         }
         if self.loki.batch_wait.is_zero() || self.loki.timeout.is_zero() {
-            let key = if self.loki.timeout.is_zero() {
-                "loki.timeout"
-            } else {
-                "loki.batch_wait"
-            };
+            let key = if self.loki.timeout.is_zero() { "loki.timeout" } else { "loki.batch_wait" };
             return Err(invalid(key, "must be greater than zero".into()));
         }
         if self.loki.max_concurrent_pushes == 0 {
-            return Err(invalid(
-                "loki.max_concurrent_pushes",
-                "must be at least 1".into(),
-            ));
+            return Err(invalid("loki.max_concurrent_pushes", "must be at least 1".into()));
         }
         if self.loki.max_line_bytes == 0 {
-            return Err(invalid(
-                "loki.max_line_bytes",
-                "must be greater than zero".into(),
-            ));
+            return Err(invalid("loki.max_line_bytes", "must be greater than zero".into()));
         }
         if self.loki.min_backoff.is_zero() || self.loki.max_backoff < self.loki.min_backoff {
             let message = "min_backoff must be greater than zero and at most max_backoff".into();
@@ -442,14 +423,23 @@ impl Config {
         }
         let no_labels = self.loki.labels.is_empty() && self.loki.label_keys.is_empty();
         if no_labels {
-            return Err(invalid(
-                "loki.labels",
-                "Loki needs at least one label".into(),
-            ));
+            return Err(invalid("loki.labels", "Loki needs at least one label".into()));
         }
-        if self.buffer.max_bytes < self.loki.batch_size {
-            let message = "must be at least loki.batch_size".into();
-            return Err(invalid("buffer.max_bytes", message));
+        let memory_key = if self.buffer.kind == BufferKind::Disk {
+            "buffer.memory_bytes"
+        } else {
+            "buffer.max_bytes"
+        };
+        let memory = if self.buffer.kind == BufferKind::Disk {
+            self.buffer.memory_bytes
+        } else {
+            self.buffer.max_bytes
+        };
+        if memory < self.loki.batch_size {
+            return Err(invalid(memory_key, "must be at least loki.batch_size".into()));
+        }
+        if self.buffer.kind == BufferKind::Disk && self.buffer.path.is_none() {
+            return Err(invalid("buffer.path", "required with type = \"disk\"".into()));
         }
         Ok(())
     }
@@ -459,20 +449,14 @@ impl Overrides {
     /// Writes the given values into the parsed file, so they are checked like the file's own.
     fn apply_to(&self, table: &mut toml::Table) {
         let mut set = |section: &str, key: &str, value: toml::Value| {
-            let section = table
-                .entry(section)
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let section =
+                table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if let toml::Value::Table(section) = section {
                 section.insert(key.to_owned(), value);
             }
         };
         if !self.listen.is_empty() {
-            let listen = self
-                .listen
-                .iter()
-                .cloned()
-                .map(toml::Value::String)
-                .collect();
+            let listen = self.listen.iter().cloned().map(toml::Value::String).collect();
             set("input", "listen", toml::Value::Array(listen));
         }
         let strings = [
@@ -544,10 +528,7 @@ mod tests {
     #[test]
     fn defaults_reproduce_the_reference_deployment() {
         let config = Config::from_toml("").expect("empty config is valid");
-        assert_eq!(
-            config.input.listen,
-            [ListenAddr::Tcp("0.0.0.0:24224".into())]
-        );
+        assert_eq!(config.input.listen, [ListenAddr::Tcp("0.0.0.0:24224".into())]);
         assert_eq!(config.loki.labels["job"], "fluent-bit");
         assert!(config.loki.labels.contains_key("hostname"));
         assert_eq!(config.loki.label_keys, ["container_name"]);
@@ -581,10 +562,7 @@ mod tests {
             "#,
         )
         .expect("valid config");
-        assert_eq!(
-            config.input.listen[1],
-            ListenAddr::Unix("/run/fwd2loki.sock".into())
-        );
+        assert_eq!(config.input.listen[1], ListenAddr::Unix("/run/fwd2loki.sock".into()));
         assert_eq!(config.input.max_message_bytes, 1 << 20);
         assert_eq!(config.loki.batch_wait, Duration::from_millis(250));
         assert_eq!(config.loki.batch_size, 1_001_024);
@@ -610,10 +588,7 @@ mod tests {
 
         let (key, message) = key_error("[loki]\nlabels = { \"container.name\" = \"x\" }");
         assert_eq!(key, "loki.labels");
-        assert!(
-            message.contains("\"container.name\" is not a valid label name"),
-            "{message}"
-        );
+        assert!(message.contains("\"container.name\" is not a valid label name"), "{message}");
 
         let (key, _) = key_error("[input]\nlisten = [\"nowhere\"]");
         assert_eq!(key, "input.listen[0]");
@@ -639,17 +614,10 @@ mod tests {
         overrides.apply_to(&mut table);
         let config = Config::from_table(table).expect("valid overrides");
         assert_eq!(config.loki.batch_wait, Duration::from_secs(2));
-        assert_eq!(
-            config.input.listen,
-            [ListenAddr::Unix("/tmp/x.sock".into())]
-        );
+        assert_eq!(config.input.listen, [ListenAddr::Unix("/tmp/x.sock".into())]);
 
         let mut table = toml::Table::new();
-        Overrides {
-            batch_size: Some("huge".into()),
-            ..Overrides::default()
-        }
-        .apply_to(&mut table);
+        Overrides { batch_size: Some("huge".into()), ..Overrides::default() }.apply_to(&mut table);
         assert!(
             matches!(Config::from_table(table), Err(ConfigError::Key { key, .. }) if key == "loki.batch_size")
         );

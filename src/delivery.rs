@@ -5,7 +5,11 @@
 //! have been handled (Loki stored them, or refused them for good and they were counted as
 //! dropped) and the connection writes the ack. A batch given up at shutdown marks its tickets
 //! abandoned first, so their requests stay unacknowledged and the clients send them again.
+//!
+//! The disk buffer uses the same mechanism through [`Completion`]: a segment file is deleted
+//! when the last batch holding its entries is done with them.
 
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -25,21 +29,25 @@ pub struct DeliveryTicket {
 /// abandoned.
 pub type TicketReceiver = oneshot::Receiver<()>;
 
+/// Something that acts when the entries it is attached to are done with: dropped after Loki
+/// stored or refused them. Batches hold completions in `Arc`s; the last drop triggers it.
+pub trait Completion: Send + Sync + Debug {
+    /// Marks the entries as not delivered, so that dropping does not count them as done.
+    fn abandon(&self);
+}
+
 impl DeliveryTicket {
     /// A new ticket and the receiver that learns its outcome.
     pub fn new() -> (Arc<Self>, TicketReceiver) {
         let (done, receiver) = oneshot::channel();
-        (
-            Arc::new(Self {
-                done: Some(done),
-                abandoned: AtomicBool::new(false),
-            }),
-            receiver,
-        )
+        let ticket = Self { done: Some(done), abandoned: AtomicBool::new(false) };
+        (Arc::new(ticket), receiver)
     }
+}
 
-    /// Marks the events as not delivered: no ack will be sent for them.
-    pub fn abandon(&self) {
+impl Completion for DeliveryTicket {
+    /// No ack will be sent for the events.
+    fn abandon(&self) {
         self.abandoned.store(true, Ordering::Release);
     }
 }
@@ -63,8 +71,9 @@ pub struct EntryGroup {
     pub entries: Vec<Entry>,
     /// The memory reserved for them.
     pub charge: MemoryCharge,
-    /// Tickets of the requests whose entries these are.
-    pub tickets: Vec<Arc<DeliveryTicket>>,
+    /// What waits for these entries to be done: the tickets of the requests they came from,
+    /// or the disk segment they were read from.
+    pub tickets: Vec<Arc<dyn Completion>>,
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod bench;
 pub mod buffer;
 pub mod config;
 pub mod delivery;
+mod disk;
 pub mod forward;
 pub mod log_limit;
 pub mod loki;

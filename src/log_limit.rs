@@ -18,20 +18,14 @@ pub struct LogLimiter {
 impl LogLimiter {
     /// A limiter that lets one line per key through every `interval`.
     pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            seen: Mutex::new(HashMap::new()),
-        }
+        Self { interval, seen: Mutex::new(HashMap::new()) }
     }
 
     /// Whether a line for `key` may be logged now. `Some(n)` means yes, with `n` lines held
     /// back since the last one; `None` means hold this one back.
     pub fn allow(&self, key: &str) -> Option<u64> {
         let now = Instant::now();
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match seen.get_mut(key) {
             Some((last, held_back)) if now.duration_since(*last) < self.interval => {
                 *held_back += 1;

@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command, RunArgs};
 use fwd2loki::config::{Config, LogConfig, LogFormat};
-use fwd2loki::pipeline::Pipeline;
+use fwd2loki::pipeline::{Pipeline, ShutdownOutcome};
 
 /// Exit code for configuration and startup errors, as for usage errors.
 const EXIT_CONFIG: u8 = 2;
@@ -64,10 +64,9 @@ async fn run(args: RunArgs) -> ExitCode {
 
     let signal = wait_for_signal().await;
     info!(signal, timeout = ?config.shutdown_timeout, "shutting down");
-    if pipeline.shutdown(config.shutdown_timeout).await {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    match pipeline.shutdown(config.shutdown_timeout).await {
+        ShutdownOutcome::Delivered | ShutdownOutcome::Persisted => ExitCode::SUCCESS,
+        ShutdownOutcome::Abandoned => ExitCode::FAILURE,
     }
 }
 
@@ -88,9 +87,7 @@ fn init_logging(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

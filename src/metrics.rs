@@ -63,6 +63,10 @@ pub struct Metrics {
     pub buffer_bytes: Gauge,
     /// Streams in the batch being filled.
     pub streams_open: Gauge,
+    /// Bytes of disk buffer segment files.
+    pub disk_buffer_bytes: Gauge,
+    /// Damaged or torn disk buffer records skipped.
+    pub disk_records_corrupt: Counter,
 }
 
 impl Default for Metrics {
@@ -91,14 +95,12 @@ impl Metrics {
             ]),
             buffer_bytes: Gauge::default(),
             streams_open: Gauge::default(),
+            disk_buffer_bytes: Gauge::default(),
+            disk_records_corrupt: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register(
-            "records_received",
-            "Forward events received",
-            metrics.records_received.clone(),
-        );
+        r.register("records_received", "Forward events received", metrics.records_received.clone());
         r.register_with_unit(
             "received",
             "Bytes of forward requests received",
@@ -115,11 +117,7 @@ impl Metrics {
             "Connections closed for bad input or limits, by reason",
             metrics.input_errors.clone(),
         );
-        r.register(
-            "entries_pushed",
-            "Entries Loki accepted",
-            metrics.entries_pushed.clone(),
-        );
+        r.register("entries_pushed", "Entries Loki accepted", metrics.entries_pushed.clone());
         r.register_with_unit(
             "pushed",
             "Line bytes of the entries Loki accepted",
@@ -136,16 +134,8 @@ impl Metrics {
             "Entries whose line was cut to max_line_bytes",
             metrics.lines_truncated.clone(),
         );
-        r.register(
-            "loki_requests",
-            "Push requests by HTTP status",
-            metrics.loki_requests.clone(),
-        );
-        r.register(
-            "push_retries",
-            "Pushes retried",
-            metrics.push_retries.clone(),
-        );
+        r.register("loki_requests", "Push requests by HTTP status", metrics.loki_requests.clone());
+        r.register("push_retries", "Pushes retried", metrics.push_retries.clone());
         r.register_with_unit(
             "push_duration",
             "Time from sending a push to Loki's answer",
@@ -163,33 +153,35 @@ impl Metrics {
             "Streams in the batch being filled",
             metrics.streams_open.clone(),
         );
+        r.register_with_unit(
+            "disk_buffer",
+            "Bytes of disk buffer segment files",
+            Unit::Bytes,
+            metrics.disk_buffer_bytes.clone(),
+        );
+        r.register(
+            "disk_records_corrupt",
+            "Damaged or torn disk buffer records skipped",
+            metrics.disk_records_corrupt.clone(),
+        );
         let version = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         r.register("build", "fwd2loki's version", version);
-        Self {
-            registry,
-            ..metrics
-        }
+        Self { registry, ..metrics }
     }
 
     /// Counts `entries` dropped for `reason`.
     pub fn dropped(&self, reason: &'static str, entries: u64) {
-        self.entries_dropped
-            .get_or_create(&ReasonLabels { reason })
-            .inc_by(entries);
+        self.entries_dropped.get_or_create(&ReasonLabels { reason }).inc_by(entries);
     }
 
     /// How many entries were dropped for `reason` so far.
     pub fn dropped_count(&self, reason: &'static str) -> u64 {
-        self.entries_dropped
-            .get_or_create(&ReasonLabels { reason })
-            .get()
+        self.entries_dropped.get_or_create(&ReasonLabels { reason }).get()
     }
 
     /// Counts a connection closed for `reason`.
     pub fn input_error(&self, reason: &'static str) {
-        self.input_errors
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
+        self.input_errors.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// The metrics in the Prometheus text exposition format.

@@ -11,8 +11,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::buffer::MemoryBudget;
-use crate::config::Config;
+use crate::config::{BufferKind, Config};
 use crate::delivery::EntryGroup;
+use crate::disk;
 use crate::forward::connection::ConnectionShared;
 use crate::forward::server::{BindError, Listener};
 use crate::loki::batch::{Batch, Batcher};
@@ -36,6 +37,25 @@ pub enum StartError {
     /// The Loki client could not be built.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The disk buffer's directory cannot be used.
+    #[error("buffer.path: cannot use {path}: {source}")]
+    Disk {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// Everything received was delivered to Loki.
+    Delivered,
+    /// Loki did not take everything in time, but all of it is in the disk buffer.
+    Persisted,
+    /// Entries were left undelivered; their requests were not acknowledged.
+    Abandoned,
 }
 
 /// Where batches go.
@@ -82,6 +102,8 @@ pub struct Pipeline {
     pushers: TaskTracker,
     budget: MemoryBudget,
     metrics: Arc<Metrics>,
+    /// The disk buffer's writer thread, in disk mode.
+    disk_writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Pipeline {
@@ -114,19 +136,42 @@ impl Pipeline {
         }
         let listen_addrs = listeners.iter().map(Listener::local_addr).collect();
 
-        let budget = MemoryBudget::with_gauge(
-            to_usize(config.buffer.max_bytes),
-            metrics.buffer_bytes.clone(),
-        );
         let (entry_tx, entry_rx) = mpsc::channel(ENTRY_QUEUE_GROUPS);
         let (batch_tx, batch_rx) = mpsc::channel(PUSH_QUEUE_BATCHES);
         let stop_input = CancellationToken::new();
         let abort_delivery = CancellationToken::new();
 
+        // In memory mode, connections hand entries straight to the batcher. In disk mode they
+        // hand them to the disk writer, and a reader brings them back for the batcher; each
+        // side then has its own memory budget.
+        let (input_tx, input_budget, budget, disk_writer) = match config.buffer.kind {
+            BufferKind::Memory => {
+                let budget = MemoryBudget::with_gauge(
+                    to_usize(config.buffer.max_bytes),
+                    metrics.buffer_bytes.clone(),
+                );
+                (entry_tx, budget.clone(), budget, None)
+            }
+            BufferKind::Disk => {
+                let memory = to_usize(config.buffer.memory_bytes);
+                let budget = MemoryBudget::with_gauge(memory, metrics.buffer_bytes.clone());
+                let context = disk::ReaderContext {
+                    dir: config.buffer.path.clone().unwrap_or_default(),
+                    usage: Arc::default(),
+                    budget: budget.clone(),
+                    entries: entry_tx,
+                    abort: abort_delivery.clone(),
+                    metrics: Arc::clone(&metrics),
+                };
+                let (disk_tx, writer) = start_disk_buffer(config, context)?;
+                (disk_tx, MemoryBudget::new(memory), budget, Some(writer))
+            }
+        };
+
         let shared = Arc::new(ConnectionShared {
             transform: Transform::new(&config.loki),
-            entries: entry_tx,
-            budget: budget.clone(),
+            entries: input_tx,
+            budget: input_budget,
             max_message_bytes: to_usize(config.input.max_message_bytes),
             max_decompressed_bytes: to_usize(config.input.max_decompressed_bytes),
             shutdown: stop_input.clone(),
@@ -148,20 +193,11 @@ impl Pipeline {
             config.loki.ack_batch_wait,
         );
         let pushers = TaskTracker::new();
-        pushers.spawn(run_batcher(
-            entry_rx,
-            batch_tx,
-            batcher,
-            Arc::clone(&metrics),
-        ));
+        pushers.spawn(run_batcher(entry_rx, batch_tx, batcher, Arc::clone(&metrics)));
         let batch_rx = Arc::new(Mutex::new(batch_rx));
         for _ in 0..config.loki.max_concurrent_pushes {
             let worker = sink.clone_for_worker();
-            pushers.spawn(run_pusher(
-                Arc::clone(&batch_rx),
-                worker,
-                abort_delivery.clone(),
-            ));
+            pushers.spawn(run_pusher(Arc::clone(&batch_rx), worker, abort_delivery.clone()));
         }
         pushers.close();
 
@@ -174,6 +210,7 @@ impl Pipeline {
             pushers,
             budget,
             metrics,
+            disk_writer,
         })
     }
 
@@ -192,10 +229,10 @@ impl Pipeline {
         self.budget.used()
     }
 
-    /// Stops accepting, reads what clients already sent, and delivers everything received.
-    /// Returns true when all of it was delivered within `timeout`; otherwise what is left is
-    /// abandoned (unacknowledged) and false is returned.
-    pub async fn shutdown(self, timeout: Duration) -> bool {
+    /// Stops accepting, reads what clients already sent, and delivers everything received
+    /// within `timeout`. What Loki has not taken by then is abandoned (its requests are not
+    /// acknowledged) or, with the disk buffer, left on disk for the next start.
+    pub async fn shutdown(self, timeout: Duration) -> ShutdownOutcome {
         let deadline = Instant::now() + timeout;
         self.stop_input.cancel();
         self.listeners.wait().await;
@@ -205,18 +242,55 @@ impl Pipeline {
             self.connections.wait().await;
             self.pushers.wait().await;
         };
-        let finished = tokio::time::timeout_at(deadline, drained).await.is_ok();
-        if !finished {
-            warn!(
-                buffered_bytes = self.budget.used(),
-                "shutdown timeout reached; undelivered entries are abandoned"
-            );
+        let delivered = tokio::time::timeout_at(deadline, drained).await.is_ok();
+        if !delivered {
+            warn!(buffered_bytes = self.budget.used(), "shutdown timeout reached; delivery stops");
             self.abort_delivery.cancel();
             self.pushers.wait().await;
         }
-        info!(delivered_all = finished, "pipeline stopped");
-        finished
+        let persisted = self.disk_writer.as_ref().is_some_and(|writer| writer.is_finished());
+        let outcome = match (delivered, persisted) {
+            (true, _) => ShutdownOutcome::Delivered,
+            (false, true) => ShutdownOutcome::Persisted,
+            (false, false) => ShutdownOutcome::Abandoned,
+        };
+        info!(?outcome, "pipeline stopped");
+        outcome
     }
+}
+
+/// Opens the disk buffer and starts its writer and reader threads. Returns the writer's input
+/// and its thread.
+fn start_disk_buffer(
+    config: &Config,
+    mut context: disk::ReaderContext,
+) -> Result<(mpsc::Sender<EntryGroup>, std::thread::JoinHandle<()>), StartError> {
+    let dir = context.dir.clone();
+    let disk_error = |source| StartError::Disk { path: dir.display().to_string(), source };
+    let (replay, usage) =
+        disk::open(&dir, context.metrics.disk_buffer_bytes.clone()).map_err(disk_error)?;
+    context.usage = Arc::clone(&usage);
+
+    let max_bytes = config.buffer.max_bytes;
+    // Several segments fit in the buffer, so delivered ones can be deleted while it fills.
+    let segment_bytes = (max_bytes / 8).clamp(64 << 10, 64 << 20);
+    let first_id = replay.last().map_or(0, |id| id + 1);
+    let (writer, progress) =
+        disk::Writer::new(dir.clone(), first_id, segment_bytes, max_bytes, usage)
+            .map_err(disk_error)?;
+    let reader = disk::Reader::new(context, progress, replay, tokio::runtime::Handle::current());
+
+    let (disk_tx, disk_rx) = mpsc::channel(ENTRY_QUEUE_GROUPS);
+    let spawn_error = |source| StartError::Disk { path: dir.display().to_string(), source };
+    let writer = std::thread::Builder::new()
+        .name("disk-writer".into())
+        .spawn(move || writer.run(disk_rx))
+        .map_err(spawn_error)?;
+    std::thread::Builder::new()
+        .name("disk-reader".into())
+        .spawn(move || reader.run())
+        .map_err(spawn_error)?;
+    Ok((disk_tx, writer))
 }
 
 /// What woke the batcher.
@@ -278,10 +352,7 @@ async fn run_pusher(
         batch.sort();
         let entries = batch.entry_count();
         if !sink.deliver(batch, &abort).await {
-            error!(
-                entries,
-                "batch abandoned at shutdown; its requests are not acknowledged"
-            );
+            error!(entries, "batch abandoned at shutdown; its requests are not acknowledged");
         }
     }
 }

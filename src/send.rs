@@ -26,40 +26,24 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
 }
 
 async fn send(args: &SendArgs) -> Result<usize, String> {
-    let records = if args.record.is_empty() {
-        read_stdin()?
-    } else {
-        parse_args(&args.record)?
-    };
-    let events: Vec<OutgoingEvent> = records
-        .iter()
-        .map(|record| OutgoingEvent::from_json(now_ns(), record))
-        .collect();
+    let records = if args.record.is_empty() { read_stdin()? } else { parse_args(&args.record)? };
+    let events: Vec<OutgoingEvent> =
+        records.iter().map(|record| OutgoingEvent::from_json(now_ns(), record)).collect();
     let chunk = args.ack.then(chunk_id);
     let mut requests = Vec::new();
-    let chunks = encode_requests(
-        &args.tag,
-        args.mode,
-        args.time,
-        &events,
-        chunk.as_deref(),
-        &mut requests,
-    );
+    let chunks =
+        encode_requests(&args.tag, args.mode, args.time, &events, chunk.as_deref(), &mut requests);
 
     let address =
         ListenAddr::parse(&args.address).map_err(|error| format!("--address: {error}"))?;
     let result = match address {
         ListenAddr::Tcp(address) => {
-            let mut stream = TcpStream::connect(&address)
-                .await
-                .map_err(connect_error(&address))?;
+            let mut stream = TcpStream::connect(&address).await.map_err(connect_error(&address))?;
             exchange(&mut stream, &requests, &chunks).await
         }
         ListenAddr::Unix(path) => {
             let display = path.display().to_string();
-            let mut stream = UnixStream::connect(&path)
-                .await
-                .map_err(connect_error(&display))?;
+            let mut stream = UnixStream::connect(&path).await.map_err(connect_error(&display))?;
             exchange(&mut stream, &requests, &chunks).await
         }
     };
@@ -82,12 +66,10 @@ fn connect_error(address: &str) -> impl Fn(std::io::Error) -> String + '_ {
 fn parse_args(records: &[String]) -> Result<Vec<serde_json::Value>, String> {
     records
         .iter()
-        .map(
-            |text| match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(record @ serde_json::Value::Object(_)) => Ok(record),
-                Ok(_) | Err(_) => Err(format!("--record {text:?} is not a JSON object")),
-            },
-        )
+        .map(|text| match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(record @ serde_json::Value::Object(_)) => Ok(record),
+            Ok(_) | Err(_) => Err(format!("--record {text:?} is not a JSON object")),
+        })
         .collect()
 }
 
@@ -106,9 +88,7 @@ fn read_stdin() -> Result<Vec<serde_json::Value>, String> {
 }
 
 fn now_ns() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
 }
 

@@ -50,10 +50,7 @@ impl OutgoingEvent {
     /// When `record` cannot be encoded, which does not happen for JSON values.
     pub fn from_json(timestamp_ns: i64, record: &serde_json::Value) -> Self {
         let record = rmp_serde::to_vec_named(record).expect("JSON values encode as msgpack");
-        Self {
-            timestamp_ns,
-            record,
-        }
+        Self { timestamp_ns, record }
     }
 }
 
@@ -95,8 +92,7 @@ pub fn encode_requests(
             write_entries(&mut entries, events, time_format);
             if mode == Mode::Compressed {
                 let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
-                gzip.write_all(&entries)
-                    .expect("writing to a Vec cannot fail");
+                gzip.write_all(&entries).expect("writing to a Vec cannot fail");
                 entries = gzip.finish().expect("writing to a Vec cannot fail");
             }
             rmp::encode::write_bin(out, &entries).expect("writing to a Vec cannot fail");
@@ -135,9 +131,7 @@ where
             rmp_serde::from_slice(&buffer[..len])
                 .map_err(|error| std::io::Error::other(format!("reply is not an ack: {error}")))?;
         if reply.get("ack") != Some(chunk) {
-            return Err(std::io::Error::other(format!(
-                "expected ack {chunk:?}, got {reply:?}"
-            )));
+            return Err(std::io::Error::other(format!("expected ack {chunk:?}, got {reply:?}")));
         }
         buffer.drain(..len);
     }

@@ -75,14 +75,8 @@ pub(crate) async fn serve<S>(stream: S, peer: &str, listener: &str, shared: Arc<
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let labels = ListenerLabels {
-        listener: listener.to_owned(),
-    };
-    let open = shared
-        .metrics
-        .connections_open
-        .get_or_create(&labels)
-        .clone();
+    let labels = ListenerLabels { listener: listener.to_owned() };
+    let open = shared.metrics.connections_open.get_or_create(&labels).clone();
     open.inc();
     let mut connection = Connection::new(&shared, &labels);
     match connection.run(stream).await {
@@ -129,16 +123,8 @@ impl<'a> Connection<'a> {
             group: EntryGroup::default(),
             group_bytes: 0,
             pending_acks: VecDeque::new(),
-            records_received: shared
-                .metrics
-                .records_received
-                .get_or_create(listener)
-                .clone(),
-            bytes_received: shared
-                .metrics
-                .bytes_received
-                .get_or_create(listener)
-                .clone(),
+            records_received: shared.metrics.records_received.get_or_create(listener).clone(),
+            bytes_received: shared.metrics.bytes_received.get_or_create(listener).clone(),
         }
     }
 
@@ -173,10 +159,7 @@ impl<'a> Connection<'a> {
             match wake {
                 Wake::Read(Ok(0)) => {
                     if !buffer.is_empty() {
-                        debug!(
-                            bytes = buffer.len(),
-                            "client closed the connection mid-request"
-                        );
+                        debug!(bytes = buffer.len(), "client closed the connection mid-request");
                     }
                     // A client that only closed its sending side still reads its acks.
                     break;
@@ -235,13 +218,7 @@ impl<'a> Connection<'a> {
             return Ok(());
         };
         let group_len = self.group.entries.len();
-        let Self {
-            shared,
-            scratch,
-            inflated,
-            group,
-            ..
-        } = self;
+        let Self { shared, scratch, inflated, group, .. } = self;
         let decoded = request.for_each_event(inflated, shared.max_decompressed_bytes, |event| {
             let mut entry = shared.transform.entry(event, scratch)?;
             match shared.transform.limit_line(&mut entry) {
@@ -280,11 +257,7 @@ impl<'a> Connection<'a> {
         let mut group = std::mem::take(&mut self.group);
         group.charge = self.shared.budget.reserve(self.group_bytes).await;
         self.group_bytes = 0;
-        self.shared
-            .entries
-            .send(group)
-            .await
-            .map_err(|_| ConnectionError::PipelineClosed)
+        self.shared.entries.send(group).await.map_err(|_| ConnectionError::PipelineClosed)
     }
 }
 
@@ -295,9 +268,7 @@ async fn next_ack(pending: &mut VecDeque<(Vec<u8>, TicketReceiver)>) -> (Vec<u8>
         return std::future::pending().await;
     };
     let safe = receiver.await.is_ok();
-    let (chunk, _) = pending
-        .pop_front()
-        .expect("the front entry was just awaited");
+    let (chunk, _) = pending.pop_front().expect("the front entry was just awaited");
     (chunk, safe)
 }
 

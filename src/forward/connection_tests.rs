@@ -58,9 +58,8 @@ impl AsyncWrite for ChunkedSocket {
 fn requests_of_every_mode() -> (Vec<u8>, Vec<String>) {
     let mut bytes = Vec::new();
     let mut lines = Vec::new();
-    for (index, mode) in [Mode::Message, Mode::Forward, Mode::Packed, Mode::Compressed]
-        .into_iter()
-        .enumerate()
+    for (index, mode) in
+        [Mode::Message, Mode::Forward, Mode::Packed, Mode::Compressed].into_iter().enumerate()
     {
         let events: Vec<_> = (0..3)
             .map(|n| {
@@ -70,24 +69,14 @@ fn requests_of_every_mode() -> (Vec<u8>, Vec<String>) {
             })
             .collect();
         let chunk = format!("chunk{index}");
-        encode_requests(
-            "tag",
-            mode,
-            TimeFormat::EventTime,
-            &events,
-            Some(&chunk),
-            &mut bytes,
-        );
+        encode_requests("tag", mode, TimeFormat::EventTime, &events, Some(&chunk), &mut bytes);
     }
     (bytes, lines)
 }
 
 /// Runs a connection over `chunks` and returns the lines handed on and the bytes written back.
 fn run_connection(chunks: Vec<Vec<u8>>) -> (Vec<String>, Vec<u8>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let (entries, mut received) = mpsc::channel(1024);
         let shared = ConnectionShared {
@@ -99,13 +88,8 @@ fn run_connection(chunks: Vec<Vec<u8>>) -> (Vec<String>, Vec<u8>) {
             shutdown: CancellationToken::new(),
             metrics: Arc::new(Metrics::default()),
         };
-        let mut socket = ChunkedSocket {
-            chunks: chunks.into(),
-            written: Vec::new(),
-        };
-        let labels = ListenerLabels {
-            listener: "test".into(),
-        };
+        let mut socket = ChunkedSocket { chunks: chunks.into(), written: Vec::new() };
+        let labels = ListenerLabels { listener: "test".into() };
         let mut connection = Connection::new(&shared, &labels);
         // Acks wait for delivery: play the batcher, dropping (delivering) each group at once.
         let delivered = tokio::spawn(async move {
@@ -124,9 +108,7 @@ fn run_connection(chunks: Vec<Vec<u8>>) -> (Vec<String>, Vec<u8>) {
 
 fn expected_acks() -> Vec<u8> {
     let mut acks = Vec::new();
-    for chunk in [
-        "chunk0-0", "chunk0-1", "chunk0-2", "chunk1", "chunk2", "chunk3",
-    ] {
+    for chunk in ["chunk0-0", "chunk0-1", "chunk0-2", "chunk1", "chunk2", "chunk3"] {
         write_ack(chunk.as_bytes(), &mut acks);
     }
     acks

@@ -157,20 +157,14 @@ pub fn parse(bytes: &[u8]) -> Result<Request<'_>, DecodeError> {
         Value::Nil => return Ok(Request::Heartbeat),
         Value::Array(len) => len,
         other => {
-            return Err(DecodeError::NotAnArray {
-                found: kind(&other),
-            });
+            return Err(DecodeError::NotAnArray { found: kind(&other) });
         }
     };
     if !(2..=4).contains(&len) {
-        return Err(DecodeError::UnknownShape {
-            reason: "array must have 2 to 4 elements",
-        });
+        return Err(DecodeError::UnknownShape { reason: "array must have 2 to 4 elements" });
     }
     let Value::Str(tag) = reader.read()? else {
-        return Err(DecodeError::UnknownShape {
-            reason: "tag is not a string",
-        });
+        return Err(DecodeError::UnknownShape { reason: "tag is not a string" });
     };
 
     let (body, elements_used) = match reader.clone().read()? {
@@ -189,13 +183,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request<'_>, DecodeError> {
         Value::UInt(_) | Value::Int(_) | Value::Float(_) | Value::Ext(..) => {
             let timestamp_ns = read_time(&mut reader)?;
             let record = read_record(&mut reader)?;
-            (
-                Body::Message(Event {
-                    timestamp_ns,
-                    record,
-                }),
-                3,
-            )
+            (Body::Message(Event { timestamp_ns, record }), 3)
         }
         _ => {
             return Err(DecodeError::UnknownShape {
@@ -208,9 +196,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request<'_>, DecodeError> {
         0 => Options::default(),
         1 => read_options(&mut reader)?,
         _ => {
-            return Err(DecodeError::UnknownShape {
-                reason: "too many elements for the mode",
-            });
+            return Err(DecodeError::UnknownShape { reason: "too many elements for the mode" });
         }
     };
     let body = match (body, options.compressed) {
@@ -264,11 +250,9 @@ impl Request<'_> {
             }
         };
         match options.size {
-            Some(announced) if announced != count => Err(DecodeError::SizeMismatch {
-                announced,
-                found: count,
+            Some(announced) if announced != count => {
+                Err(DecodeError::SizeMismatch { announced, found: count }.into())
             }
-            .into()),
             _ => Ok(count),
         }
     }
@@ -292,10 +276,7 @@ fn for_each_packed<E: From<DecodeError>>(
 fn inflate(compressed: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), DecodeError> {
     out.clear();
     let read_limit = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    MultiGzDecoder::new(compressed)
-        .take(read_limit)
-        .read_to_end(out)
-        .map_err(DecodeError::Gzip)?;
+    MultiGzDecoder::new(compressed).take(read_limit).read_to_end(out).map_err(DecodeError::Gzip)?;
     if out.len() > limit {
         out.clear();
         return Err(DecodeError::DecompressedTooLarge { limit });
@@ -308,9 +289,7 @@ fn read_entry<'a>(reader: &mut Reader<'a>) -> Result<Event<'a>, DecodeError> {
     match reader.read()? {
         Value::Array(2) => {}
         _ => {
-            return Err(DecodeError::UnknownShape {
-                reason: "entry is not [time, record]",
-            });
+            return Err(DecodeError::UnknownShape { reason: "entry is not [time, record]" });
         }
     }
     // fluent-bit 2.1+ may send the time as `[time, metadata]`; the time is its first element.
@@ -326,18 +305,13 @@ fn read_entry<'a>(reader: &mut Reader<'a>) -> Result<Event<'a>, DecodeError> {
         _ => read_time(reader)?,
     };
     let record = read_record(reader)?;
-    Ok(Event {
-        timestamp_ns,
-        record,
-    })
+    Ok(Event { timestamp_ns, record })
 }
 
 /// Reads an event time: integer seconds, float seconds or EventTime, as nanoseconds.
 fn read_time(reader: &mut Reader<'_>) -> Result<i64, DecodeError> {
     const NANOS_PER_SEC: i64 = 1_000_000_000;
-    let out_of_range = DecodeError::InvalidTime {
-        reason: "out of range",
-    };
+    let out_of_range = DecodeError::InvalidTime { reason: "out of range" };
     match reader.read()? {
         Value::UInt(secs) => i64::try_from(secs)
             .ok()
@@ -357,18 +331,12 @@ fn read_time(reader: &mut Reader<'_>) -> Result<i64, DecodeError> {
             let secs = i64::from(u32::from_be_bytes([s0, s1, s2, s3]));
             let nanos = i64::from(u32::from_be_bytes([n0, n1, n2, n3]));
             if nanos >= NANOS_PER_SEC {
-                return Err(DecodeError::InvalidTime {
-                    reason: "EventTime nanoseconds over 1e9",
-                });
+                return Err(DecodeError::InvalidTime { reason: "EventTime nanoseconds over 1e9" });
             }
             Ok(secs * NANOS_PER_SEC + nanos)
         }
-        Value::Ext(..) => Err(DecodeError::InvalidTime {
-            reason: "extension is not EventTime",
-        }),
-        _ => Err(DecodeError::InvalidTime {
-            reason: "not a number or EventTime",
-        }),
+        Value::Ext(..) => Err(DecodeError::InvalidTime { reason: "extension is not EventTime" }),
+        _ => Err(DecodeError::InvalidTime { reason: "not a number or EventTime" }),
     }
 }
 
@@ -376,9 +344,7 @@ fn read_time(reader: &mut Reader<'_>) -> Result<i64, DecodeError> {
 fn read_record<'a>(reader: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
     match reader.clone().read()? {
         Value::Map(_) => Ok(reader.read_raw()?),
-        other => Err(DecodeError::RecordNotMap {
-            found: kind(&other),
-        }),
+        other => Err(DecodeError::RecordNotMap { found: kind(&other) }),
     }
 }
 
@@ -388,9 +354,7 @@ fn read_options<'a>(reader: &mut Reader<'a>) -> Result<Options<'a>, DecodeError>
         Value::Map(pairs) => pairs,
         Value::Nil => return Ok(Options::default()),
         _ => {
-            return Err(DecodeError::UnknownShape {
-                reason: "option is not a map",
-            });
+            return Err(DecodeError::UnknownShape { reason: "option is not a map" });
         }
     };
     let mut options = Options::default();
@@ -405,9 +369,7 @@ fn read_options<'a>(reader: &mut Reader<'a>) -> Result<Options<'a>, DecodeError>
             (Value::Str(b"size"), Value::UInt(size)) => options.size = Some(size),
             (Value::Str(b"compressed"), Value::Str(name)) => options.compressed = Some(name),
             (Value::Str(b"chunk" | b"size" | b"compressed"), _) => {
-                return Err(DecodeError::UnknownShape {
-                    reason: "option value of the wrong type",
-                });
+                return Err(DecodeError::UnknownShape { reason: "option value of the wrong type" });
             }
             _ => {}
         }

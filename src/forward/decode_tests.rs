@@ -44,10 +44,7 @@ fn message_mode_with_docker_int32_seconds_and_empty_option() {
     bytes.extend_from_slice(&1_764_000_000i32.to_be_bytes());
     bytes.extend_from_slice(&RECORD);
     bytes.push(0x80);
-    assert_eq!(
-        events_of(&bytes).unwrap(),
-        [(1_764_000_000_000_000_000, RECORD.to_vec())]
-    );
+    assert_eq!(events_of(&bytes).unwrap(), [(1_764_000_000_000_000_000, RECORD.to_vec())]);
 }
 
 #[test]
@@ -56,10 +53,7 @@ fn forward_entries_may_carry_fluent_bit_metadata_times() {
     let mut bytes = vec![0x92, 0xa1, b't', 0x91, 0x92, 0x92];
     bytes.extend_from_slice(&[0xd7, 0x00, 0, 0, 0, 1, 0, 0, 0, 2, 0x80]);
     bytes.extend_from_slice(&RECORD);
-    assert_eq!(
-        events_of(&bytes).unwrap(),
-        [(1_000_000_002, RECORD.to_vec())]
-    );
+    assert_eq!(events_of(&bytes).unwrap(), [(1_000_000_002, RECORD.to_vec())]);
 }
 
 #[test]
@@ -70,10 +64,7 @@ fn packed_forward_accepts_str_payloads() {
     let mut bytes = vec![0x92, 0xa1, b't'];
     rmp::encode::write_str_len(&mut bytes, entry.len() as u32).unwrap();
     bytes.extend_from_slice(&entry);
-    assert_eq!(
-        events_of(&bytes).unwrap(),
-        [(1_000_000_000, RECORD.to_vec())]
-    );
+    assert_eq!(events_of(&bytes).unwrap(), [(1_000_000_000, RECORD.to_vec())]);
 }
 
 #[test]
@@ -95,18 +86,12 @@ fn a_gzip_bomb_is_refused_at_the_limit() {
     let bytes = compressed_request(&payload);
     let request = parse(&bytes).unwrap();
     let result = request.for_each_event(&mut Vec::new(), 1 << 20, |_| Ok::<_, DecodeError>(()));
-    assert!(matches!(
-        result,
-        Err(DecodeError::DecompressedTooLarge { limit: 1_048_576 })
-    ));
+    assert!(matches!(result, Err(DecodeError::DecompressedTooLarge { limit: 1_048_576 })));
 }
 
 #[test]
 fn corrupt_gzip_and_unknown_compression_are_refused() {
-    assert!(matches!(
-        events_of(&compressed_request(b"not gzip")),
-        Err(DecodeError::Gzip(_))
-    ));
+    assert!(matches!(events_of(&compressed_request(b"not gzip")), Err(DecodeError::Gzip(_))));
 
     // ["t", bin(""), {"compressed": "lz4"}]
     let mut bytes = vec![0x93, 0xa1, b't', 0xc4, 0x00, 0x81, 0xaa];
@@ -124,13 +109,7 @@ fn the_size_option_must_match_the_entries() {
     let mut bytes = vec![0x93, 0xa1, b't', 0x91, 0x92, 0x01];
     bytes.extend_from_slice(&RECORD);
     bytes.extend_from_slice(&[0x81, 0xa4, b's', b'i', b'z', b'e', 0x02]);
-    assert!(matches!(
-        events_of(&bytes),
-        Err(DecodeError::SizeMismatch {
-            announced: 2,
-            found: 1
-        })
-    ));
+    assert!(matches!(events_of(&bytes), Err(DecodeError::SizeMismatch { announced: 2, found: 1 })));
     let last = bytes.len() - 1;
     bytes[last] = 0x01;
     assert_eq!(events_of(&bytes).unwrap().len(), 1);
@@ -160,42 +139,21 @@ fn bad_times_and_records_are_refused_with_reasons() {
         bytes.extend_from_slice(record);
         events_of(&bytes)
     };
-    assert!(matches!(
-        message(&[0xff], &RECORD),
-        Err(DecodeError::InvalidTime { .. })
-    ));
+    assert!(matches!(message(&[0xff], &RECORD), Err(DecodeError::InvalidTime { .. })));
     // EventTime with 1e9 nanoseconds.
     let bad_nanos = [0xd7, 0x00, 0, 0, 0, 1, 0x3b, 0x9a, 0xca, 0x00];
-    assert!(matches!(
-        message(&bad_nanos, &RECORD),
-        Err(DecodeError::InvalidTime { .. })
-    ));
+    assert!(matches!(message(&bad_nanos, &RECORD), Err(DecodeError::InvalidTime { .. })));
     // Extension type 5 is not EventTime.
     let other_ext = [0xd7, 0x05, 0, 0, 0, 1, 0, 0, 0, 0];
-    assert!(matches!(
-        message(&other_ext, &RECORD),
-        Err(DecodeError::InvalidTime { .. })
-    ));
-    assert!(matches!(
-        message(&[0x01], &[0xa1, b'x']),
-        Err(DecodeError::RecordNotMap { .. })
-    ));
+    assert!(matches!(message(&other_ext, &RECORD), Err(DecodeError::InvalidTime { .. })));
+    assert!(matches!(message(&[0x01], &[0xa1, b'x']), Err(DecodeError::RecordNotMap { .. })));
 }
 
 #[test]
 fn non_arrays_and_wrong_arities_are_unknown_shapes() {
-    assert!(matches!(
-        parse(&[0x80]),
-        Err(DecodeError::NotAnArray { found: "a map" })
-    ));
-    assert!(matches!(
-        parse(&[0x91, 0xa1, b't']),
-        Err(DecodeError::UnknownShape { .. })
-    ));
-    assert!(matches!(
-        parse(&[0x92, 0x01, 0x01]),
-        Err(DecodeError::UnknownShape { .. })
-    ));
+    assert!(matches!(parse(&[0x80]), Err(DecodeError::NotAnArray { found: "a map" })));
+    assert!(matches!(parse(&[0x91, 0xa1, b't']), Err(DecodeError::UnknownShape { .. })));
+    assert!(matches!(parse(&[0x92, 0x01, 0x01]), Err(DecodeError::UnknownShape { .. })));
     // Forward mode with two trailing elements.
     assert!(matches!(
         parse(&[0x94, 0xa1, b't', 0x90, 0x80, 0x80]),

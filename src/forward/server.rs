@@ -38,15 +38,11 @@ impl Listener {
     ///
     /// [`BindError`] naming the address.
     pub async fn bind(address: &ListenAddr) -> Result<Self, BindError> {
-        let bind_error = |source| BindError {
-            address: address.to_string(),
-            source,
-        };
+        let bind_error = |source| BindError { address: address.to_string(), source };
         match address {
-            ListenAddr::Tcp(address) => TcpListener::bind(address.as_str())
-                .await
-                .map(Self::Tcp)
-                .map_err(bind_error),
+            ListenAddr::Tcp(address) => {
+                TcpListener::bind(address.as_str()).await.map(Self::Tcp).map_err(bind_error)
+            }
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path).map_err(bind_error)?;
                 UnixListener::bind(path)
@@ -59,10 +55,9 @@ impl Listener {
     /// The bound address: `ip:port` (with the actual port when 0 was asked) or `unix:/path`.
     pub fn local_addr(&self) -> String {
         match self {
-            Self::Tcp(listener) => listener.local_addr().map_or_else(
-                |error| format!("unknown ({error})"),
-                |addr| addr.to_string(),
-            ),
+            Self::Tcp(listener) => listener
+                .local_addr()
+                .map_or_else(|error| format!("unknown ({error})"), |addr| addr.to_string()),
             Self::Unix(_, path) => format!("unix:{}", path.display()),
         }
     }

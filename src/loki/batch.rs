@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::buffer::MemoryCharge;
-use crate::delivery::{DeliveryTicket, EntryGroup};
+use crate::delivery::{Completion, EntryGroup};
 use crate::loki::labels::StreamLabels;
 use crate::transform::Entry;
 
@@ -34,7 +34,7 @@ pub struct Batch {
     /// The memory the entries hold, returned when the batch is dropped.
     charge: MemoryCharge,
     /// Tickets of requests with entries in this batch: their acks wait for it.
-    tickets: Vec<Arc<DeliveryTicket>>,
+    tickets: Vec<Arc<dyn Completion>>,
 }
 
 impl Batch {
@@ -55,9 +55,13 @@ impl Batch {
         !self.tickets.is_empty()
     }
 
-    fn add_tickets(&mut self, tickets: &[Arc<DeliveryTicket>]) {
+    fn add_tickets(&mut self, tickets: &[Arc<dyn Completion>]) {
         for ticket in tickets {
-            if !self.tickets.iter().any(|held| Arc::ptr_eq(held, ticket)) {
+            let held_already = self
+                .tickets
+                .iter()
+                .any(|held| std::ptr::addr_eq(Arc::as_ptr(held), Arc::as_ptr(ticket)));
+            if !held_already {
                 self.tickets.push(Arc::clone(ticket));
             }
         }
@@ -70,26 +74,20 @@ impl Batch {
         let position = match self.index.get(&entry.stream) {
             Some(&position) => position,
             None => {
-                self.streams.push(StreamEntries {
-                    labels: Arc::clone(&entry.stream),
-                    entries: Vec::new(),
-                });
+                self.streams
+                    .push(StreamEntries { labels: Arc::clone(&entry.stream), entries: Vec::new() });
                 self.index.insert(entry.stream, self.streams.len() - 1);
                 self.streams.len() - 1
             }
         };
-        self.streams[position]
-            .entries
-            .push((entry.timestamp_ns, entry.line));
+        self.streams[position].entries.push((entry.timestamp_ns, entry.line));
     }
 
     /// Sorts each stream's entries by time. The sort is stable, so entries with equal
     /// timestamps keep their arrival order.
     pub fn sort(&mut self) {
         for stream in &mut self.streams {
-            stream
-                .entries
-                .sort_by_key(|(timestamp_ns, _)| *timestamp_ns);
+            stream.entries.sort_by_key(|(timestamp_ns, _)| *timestamp_ns);
         }
     }
 
@@ -121,33 +119,15 @@ impl Batch {
         if self.entry_count < 2 {
             return None;
         }
-        let Batch {
-            streams,
-            started,
-            mut charge,
-            tickets,
-            ..
-        } = self;
+        let Batch { streams, started, mut charge, tickets, .. } = self;
         let mut first = Batch::new(started);
         let mut second = Batch::new(started);
-        let half = streams
-            .iter()
-            .map(|stream| stream.entries.len())
-            .sum::<usize>()
-            / 2;
+        let half = streams.iter().map(|stream| stream.entries.len()).sum::<usize>() / 2;
         let mut moved = 0;
         for stream in streams {
             for (timestamp_ns, line) in stream.entries {
-                let target = if moved < half {
-                    &mut first
-                } else {
-                    &mut second
-                };
-                let entry = Entry {
-                    stream: Arc::clone(&stream.labels),
-                    timestamp_ns,
-                    line,
-                };
+                let target = if moved < half { &mut first } else { &mut second };
+                let entry = Entry { stream: Arc::clone(&stream.labels), timestamp_ns, line };
                 target.push(entry, MemoryCharge::default());
                 moved += 1;
             }
@@ -178,12 +158,7 @@ impl Batcher {
     /// A batcher that cuts at `batch_size` line bytes, or `batch_wait` after the first entry
     /// (`ack_batch_wait` when a client waits for an ack of an entry in the batch).
     pub fn new(batch_size: usize, batch_wait: Duration, ack_batch_wait: Duration) -> Self {
-        Self {
-            batch_size,
-            batch_wait,
-            ack_batch_wait,
-            pending: None,
-        }
+        Self { batch_size, batch_wait, ack_batch_wait, pending: None }
     }
 
     /// Adds an entry and the memory it holds. Returns the batch that was full, if adding the
@@ -203,11 +178,7 @@ impl Batcher {
     /// ties the group's tickets to every batch that receives its entries. Returns the batches
     /// that filled up.
     pub fn add_group(&mut self, group: EntryGroup, now: Instant) -> Vec<Batch> {
-        let EntryGroup {
-            entries,
-            mut charge,
-            tickets,
-        } = group;
+        let EntryGroup { entries, mut charge, tickets } = group;
         let mut full = Vec::new();
         for entry in entries {
             let entry_charge = charge.split(entry.charged_bytes());
@@ -251,13 +222,10 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::DeliveryTicket;
 
     fn entry(stream: &Arc<StreamLabels>, timestamp_ns: i64, line: &str) -> Entry {
-        Entry {
-            stream: Arc::clone(stream),
-            timestamp_ns,
-            line: line.to_owned(),
-        }
+        Entry { stream: Arc::clone(stream), timestamp_ns, line: line.to_owned() }
     }
 
     #[test]
@@ -265,19 +233,9 @@ mod tests {
         let stream = Arc::new(StreamLabels::new([("job", "a")]));
         let now = Instant::now();
         let mut batcher = Batcher::new(10, Duration::from_secs(1), Duration::ZERO);
-        assert!(
-            batcher
-                .add(entry(&stream, 1, "12345"), MemoryCharge::default(), now)
-                .is_none()
-        );
-        assert!(
-            batcher
-                .add(entry(&stream, 2, "12345"), MemoryCharge::default(), now)
-                .is_none()
-        );
-        let full = batcher
-            .add(entry(&stream, 3, "1"), MemoryCharge::default(), now)
-            .unwrap();
+        assert!(batcher.add(entry(&stream, 1, "12345"), MemoryCharge::default(), now).is_none());
+        assert!(batcher.add(entry(&stream, 2, "12345"), MemoryCharge::default(), now).is_none());
+        let full = batcher.add(entry(&stream, 3, "1"), MemoryCharge::default(), now).unwrap();
         assert_eq!((full.entry_count(), full.line_bytes()), (2, 10));
         let rest = batcher.take().unwrap();
         assert_eq!(rest.entry_count(), 1);
@@ -312,10 +270,7 @@ mod tests {
         assert!(batcher.add_group(group, start).is_empty());
         assert_eq!(batcher.deadline(), Some(start + Duration::from_millis(20)));
         let batch = batcher.take().unwrap();
-        assert!(
-            acked.try_recv().is_err(),
-            "not acked while the batch is pending"
-        );
+        assert!(acked.try_recv().is_err(), "not acked while the batch is pending");
         drop(batch);
         assert_eq!(acked.try_recv(), Ok(()));
     }
@@ -327,27 +282,14 @@ mod tests {
         let now = Instant::now();
         let mut batcher = Batcher::new(1000, Duration::from_secs(1), Duration::ZERO);
         let (ticket, mut acked) = DeliveryTicket::new();
-        let entries = vec![
-            entry(&stream, 1, "a"),
-            entry(&stream, 2, "b"),
-            entry(&other, 3, "c"),
-        ];
-        batcher.add_group(
-            EntryGroup {
-                entries,
-                tickets: vec![ticket],
-                ..EntryGroup::default()
-            },
-            now,
-        );
+        let entries = vec![entry(&stream, 1, "a"), entry(&stream, 2, "b"), entry(&other, 3, "c")];
+        batcher
+            .add_group(EntryGroup { entries, tickets: vec![ticket], ..EntryGroup::default() }, now);
         let (first, second) = batcher.take().unwrap().split_in_half().unwrap();
         assert_eq!((first.entry_count(), second.entry_count()), (1, 2));
         assert_eq!(second.streams().len(), 2);
         drop(first);
-        assert!(
-            acked.try_recv().is_err(),
-            "the second half still holds the ticket"
-        );
+        assert!(acked.try_recv().is_err(), "the second half still holds the ticket");
         drop(second);
         assert_eq!(acked.try_recv(), Ok(()));
     }
@@ -359,31 +301,17 @@ mod tests {
         let b = Arc::new(StreamLabels::new([("job", "b")]));
         let now = Instant::now();
         let mut batcher = Batcher::new(1000, Duration::from_secs(1), Duration::ZERO);
-        for (stream, timestamp_ns, line) in [
-            (&a, 5, "a5"),
-            (&b, 1, "b1"),
-            (&other_a, 3, "a3"),
-            (&a, 5, "a5-second"),
-            (&a, 4, "a4"),
-        ] {
-            batcher.add(
-                entry(stream, timestamp_ns, line),
-                MemoryCharge::default(),
-                now,
-            );
+        for (stream, timestamp_ns, line) in
+            [(&a, 5, "a5"), (&b, 1, "b1"), (&other_a, 3, "a3"), (&a, 5, "a5-second"), (&a, 4, "a4")]
+        {
+            batcher.add(entry(stream, timestamp_ns, line), MemoryCharge::default(), now);
         }
         let mut batch = batcher.take().unwrap();
         batch.sort();
         let lines: Vec<Vec<&str>> = batch
             .streams()
             .iter()
-            .map(|stream| {
-                stream
-                    .entries
-                    .iter()
-                    .map(|(_, line)| line.as_str())
-                    .collect()
-            })
+            .map(|stream| stream.entries.iter().map(|(_, line)| line.as_str()).collect())
             .collect();
         assert_eq!(lines, [vec!["a3", "a4", "a5", "a5-second"], vec!["b1"]]);
     }

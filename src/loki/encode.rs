@@ -24,18 +24,13 @@ pub struct PushEncoder {
 
 impl Default for PushEncoder {
     fn default() -> Self {
-        Self {
-            protobuf: Vec::new(),
-            snappy: snap::raw::Encoder::new(),
-        }
+        Self { protobuf: Vec::new(), snappy: snap::raw::Encoder::new() }
     }
 }
 
 impl std::fmt::Debug for PushEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PushEncoder")
-            .field("buffer_capacity", &self.protobuf.capacity())
-            .finish()
+        f.debug_struct("PushEncoder").field("buffer_capacity", &self.protobuf.capacity()).finish()
     }
 }
 
@@ -74,10 +69,7 @@ pub fn write_push_request(streams: &[StreamEntries], out: &mut Vec<u8>) {
 
 /// Seconds and nanoseconds of a timestamp, the nanoseconds always in `0..1e9`.
 fn split_timestamp(timestamp_ns: i64) -> (i64, i32) {
-    (
-        timestamp_ns.div_euclid(NANOS_PER_SEC),
-        timestamp_ns.rem_euclid(NANOS_PER_SEC) as i32,
-    )
+    (timestamp_ns.div_euclid(NANOS_PER_SEC), timestamp_ns.rem_euclid(NANOS_PER_SEC) as i32)
 }
 
 fn stream_len(stream: &StreamEntries) -> usize {
@@ -180,17 +172,12 @@ mod tests {
         ];
         let mut encoder = PushEncoder::default();
         let body = encoder.encode(&streams);
-        let protobuf = snap::raw::Decoder::new()
-            .decompress_vec(&body)
-            .expect("snappy block");
+        let protobuf = snap::raw::Decoder::new().decompress_vec(&body).expect("snappy block");
         assert_eq!(protobuf.len(), encoder.last_protobuf_len());
 
         let request = PushRequest::decode(protobuf.as_slice()).expect("valid protobuf");
         let timestamp = |seconds, nanos| Some(Timestamp { seconds, nanos });
-        let entry = |timestamp, line: &str| EntryAdapter {
-            timestamp,
-            line: line.to_owned(),
-        };
+        let entry = |timestamp, line: &str| EntryAdapter { timestamp, line: line.to_owned() };
         let expected = PushRequest {
             streams: vec![
                 StreamAdapter {

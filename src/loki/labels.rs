@@ -11,9 +11,7 @@ use crate::transform::render::write_json_string;
 /// Whether `name` is a label name Loki accepts.
 pub fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let valid_first = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let valid_first = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     valid_first && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.starts_with("__")
 }
 
@@ -22,16 +20,8 @@ pub fn is_valid_name(name: &str) -> bool {
 ///
 /// `container.name` becomes `container_name` and `1abc` becomes `_1abc`.
 pub fn sanitize_name(key: &str) -> String {
-    let mut name: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut name: String =
+        key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
         name.insert(0, '_');
     }
@@ -69,10 +59,7 @@ impl StreamLabels {
             }
         }
         let selector = render_selector(&sorted);
-        Self {
-            selector: selector.into(),
-            pairs: sorted.into(),
-        }
+        Self { selector: selector.into(), pairs: sorted.into() }
     }
 
     /// The selector string, e.g. `{container_name="/web", job="docker"}`.
@@ -109,12 +96,8 @@ impl fmt::Display for StreamLabels {
 /// Renders sorted pairs as `{a="x", b="y"}`. JSON string escaping is a subset of the Go string
 /// literal syntax that Loki's selector parser reads, so values round-trip exactly.
 fn render_selector(pairs: &[(Box<str>, Box<str>)]) -> String {
-    let mut out = Vec::with_capacity(
-        2 + pairs
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 5)
-            .sum::<usize>(),
-    );
+    let mut out =
+        Vec::with_capacity(2 + pairs.iter().map(|(n, v)| n.len() + v.len() + 5).sum::<usize>());
     out.push(b'{');
     for (index, (name, value)) in pairs.iter().enumerate() {
         if index > 0 {
@@ -136,10 +119,7 @@ mod tests {
     fn sanitizes_names_loki_would_reject() {
         assert_eq!(sanitize_name("container.name"), "container_name");
         assert_eq!(sanitize_name("1abc"), "_1abc");
-        assert_eq!(
-            sanitize_name("com.example/team-name"),
-            "com_example_team_name"
-        );
+        assert_eq!(sanitize_name("com.example/team-name"), "com_example_team_name");
         assert_eq!(sanitize_name("__name__"), "_name__");
         assert_eq!(sanitize_name(""), "_");
         assert_eq!(sanitize_name("ünï"), "_n_");

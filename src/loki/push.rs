@@ -46,15 +46,9 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: String)
     if status.is_success() {
         PushOutcome::Delivered
     } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        PushOutcome::Retry {
-            reason: format!("{status}: {body}"),
-            retry_after,
-        }
+        PushOutcome::Retry { reason: format!("{status}: {body}"), retry_after }
     } else {
-        PushOutcome::Rejected {
-            status,
-            message: body,
-        }
+        PushOutcome::Rejected { status, message: body }
     }
 }
 
@@ -117,10 +111,7 @@ impl LokiClient {
     /// [`ClientError`] when the URL is missing or invalid or the HTTP client cannot be built.
     pub fn new(config: &LokiConfig, metrics: Arc<Metrics>) -> Result<Self, ClientError> {
         let invalid = |key, message: String| ClientError::Config { key, message };
-        let url = config
-            .url
-            .as_deref()
-            .ok_or_else(|| invalid("loki.url", "not set".into()))?;
+        let url = config.url.as_deref().ok_or_else(|| invalid("loki.url", "not set".into()))?;
         let url =
             reqwest::Url::parse(url).map_err(|error| invalid("loki.url", error.to_string()))?;
         let tenant_id = config
@@ -129,19 +120,14 @@ impl LokiClient {
             .map(HeaderValue::from_str)
             .transpose()
             .map_err(|_| invalid("loki.tenant_id", "not a valid header value".into()))?;
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .timeout(config.timeout)
-            .build()?;
+        let http =
+            reqwest::Client::builder().user_agent(USER_AGENT).timeout(config.timeout).build()?;
         Ok(Self {
             http,
             url,
             tenant_id,
             encoder: Arc::default(),
-            backoff: Backoff {
-                min: config.min_backoff,
-                max: config.max_backoff,
-            },
+            backoff: Backoff { min: config.min_backoff, max: config.max_backoff },
             metrics,
             log_limiter: Arc::new(LogLimiter::new(LOG_INTERVAL)),
         })
@@ -149,10 +135,7 @@ impl LokiClient {
 
     /// A clone with its own encoding buffers, for a concurrent pusher.
     pub fn clone_for_worker(&self) -> Self {
-        Self {
-            encoder: Arc::default(),
-            ..self.clone()
-        }
+        Self { encoder: Arc::default(), ..self.clone() }
     }
 
     /// Pushes `batch` until Loki stores or refuses it, retrying with backoff in between and
@@ -170,9 +153,7 @@ impl LokiClient {
                     return false;
                 }
                 Some(PushOutcome::Delivered) => {
-                    self.metrics
-                        .entries_pushed
-                        .inc_by(batch.entry_count() as u64);
+                    self.metrics.entries_pushed.inc_by(batch.entry_count() as u64);
                     self.metrics.bytes_pushed.inc_by(batch.line_bytes() as u64);
                 }
                 Some(PushOutcome::Rejected { status, message }) => {
@@ -207,16 +188,11 @@ impl LokiClient {
                 outcome = self.post(body.clone()) => outcome,
                 () = abort.cancelled() => return None,
             };
-            let PushOutcome::Retry {
-                reason,
-                retry_after,
-            } = outcome
-            else {
+            let PushOutcome::Retry { reason, retry_after } = outcome else {
                 return Some(outcome);
             };
-            let wait = retry_after
-                .unwrap_or_else(|| self.backoff.wait(attempt))
-                .min(self.backoff.max);
+            let wait =
+                retry_after.unwrap_or_else(|| self.backoff.wait(attempt)).min(self.backoff.max);
             self.metrics.push_retries.inc();
             if let Some(held_back) = self.log_limiter.allow("retry") {
                 warn!(%reason, attempt, wait = ?wait, entries = batch.entry_count(), held_back, "push failed; will retry");
@@ -230,10 +206,7 @@ impl LokiClient {
     }
 
     fn encode(&self, batch: &Batch) -> Vec<u8> {
-        let mut encoder = self
-            .encoder
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut encoder = self.encoder.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         encoder.encode(batch.streams())
     }
 
@@ -264,17 +237,12 @@ impl LokiClient {
         }
         let started = Instant::now();
         let response = request.send().await;
-        self.metrics
-            .push_duration
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.push_duration.observe(started.elapsed().as_secs_f64());
         let response = match response {
             Ok(response) => response,
             Err(error) => {
                 self.count_request("error");
-                return PushOutcome::Retry {
-                    reason: transport_reason(&error),
-                    retry_after: None,
-                };
+                return PushOutcome::Retry { reason: transport_reason(&error), retry_after: None };
             }
         };
         let status = response.status();
@@ -290,9 +258,7 @@ impl LokiClient {
     }
 
     fn count_request(&self, status: &str) {
-        let labels = StatusLabels {
-            status: status.to_owned(),
-        };
+        let labels = StatusLabels { status: status.to_owned() };
         self.metrics.loki_requests.get_or_create(&labels).inc();
     }
 }
@@ -351,31 +317,19 @@ mod tests {
             assert!(matches!(outcome(code), PushOutcome::Retry { .. }), "{code}");
         }
         for code in [400, 401, 403, 404, 413, 422] {
-            assert!(
-                matches!(outcome(code), PushOutcome::Rejected { .. }),
-                "{code}"
-            );
+            assert!(matches!(outcome(code), PushOutcome::Rejected { .. }), "{code}");
         }
     }
 
     #[test]
     fn backoff_stays_within_its_bounds_and_grows() {
-        let backoff = Backoff {
-            min: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-        };
+        let backoff = Backoff { min: Duration::from_millis(100), max: Duration::from_secs(2) };
         for attempt in 0..40 {
             let wait = backoff.wait(attempt);
-            assert!(
-                wait >= backoff.min && wait <= backoff.max,
-                "{attempt}: {wait:?}"
-            );
+            assert!(wait >= backoff.min && wait <= backoff.max, "{attempt}: {wait:?}");
         }
         let late_max = (0..200).map(|_| backoff.wait(10)).max().unwrap();
-        assert!(
-            late_max > Duration::from_millis(400),
-            "ceiling grows: {late_max:?}"
-        );
+        assert!(late_max > Duration::from_millis(400), "ceiling grows: {late_max:?}");
     }
 
     #[test]

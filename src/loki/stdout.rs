@@ -25,9 +25,7 @@ pub struct StdoutPrinter {
 
 impl Default for StdoutPrinter {
     fn default() -> Self {
-        Self {
-            out: tokio::io::stdout(),
-        }
+        Self { out: tokio::io::stdout() }
     }
 }
 
@@ -50,11 +48,8 @@ pub fn render(batch: &Batch) -> Vec<u8> {
     for stream in batch.streams() {
         let labels: BTreeMap<&str, &str> = stream.labels.pairs().collect();
         for (timestamp_ns, line) in &stream.entries {
-            let entry = PrintedEntry {
-                labels: labels.clone(),
-                timestamp: timestamp_ns.to_string(),
-                line,
-            };
+            let entry =
+                PrintedEntry { labels: labels.clone(), timestamp: timestamp_ns.to_string(), line };
             serde_json::to_writer(&mut text, &entry).expect("writing to a Vec cannot fail");
             text.push(b'\n');
         }

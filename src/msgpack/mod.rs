@@ -41,36 +41,16 @@ fn read_head(buf: &[u8]) -> Result<Head, HeadError> {
     let Some(&first) = buf.first() else {
         return Err(HeadError::Incomplete);
     };
-    let scalar = |header_len| {
-        Ok(Head {
-            header_len,
-            payload_len: 0,
-            children: 0,
-        })
-    };
+    let scalar = |header_len| Ok(Head { header_len, payload_len: 0, children: 0 });
     let blob = |width: usize, extra: usize| -> Result<Head, HeadError> {
         let len = read_be(buf, width)?;
-        Ok(Head {
-            header_len: 1 + width + extra,
-            payload_len: len as usize,
-            children: 0,
-        })
+        Ok(Head { header_len: 1 + width + extra, payload_len: len as usize, children: 0 })
     };
     let container = |width: usize, per_item: u64| -> Result<Head, HeadError> {
         let len = read_be(buf, width)?;
-        Ok(Head {
-            header_len: 1 + width,
-            payload_len: 0,
-            children: len * per_item,
-        })
+        Ok(Head { header_len: 1 + width, payload_len: 0, children: len * per_item })
     };
-    let fixed_ext = |size: usize| {
-        Ok(Head {
-            header_len: 2,
-            payload_len: size,
-            children: 0,
-        })
-    };
+    let fixed_ext = |size: usize| Ok(Head { header_len: 2, payload_len: size, children: 0 });
 
     match Marker::from_u8(first) {
         Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
@@ -80,11 +60,7 @@ fn read_head(buf: &[u8]) -> Result<Head, HeadError> {
         Marker::U16 | Marker::I16 => scalar(3),
         Marker::U32 | Marker::I32 | Marker::F32 => scalar(5),
         Marker::U64 | Marker::I64 | Marker::F64 => scalar(9),
-        Marker::FixStr(len) => Ok(Head {
-            header_len: 1,
-            payload_len: len as usize,
-            children: 0,
-        }),
+        Marker::FixStr(len) => Ok(Head { header_len: 1, payload_len: len as usize, children: 0 }),
         Marker::Str8 | Marker::Bin8 => blob(1, 0),
         Marker::Str16 | Marker::Bin16 => blob(2, 0),
         Marker::Str32 | Marker::Bin32 => blob(4, 0),
@@ -97,18 +73,10 @@ fn read_head(buf: &[u8]) -> Result<Head, HeadError> {
         Marker::FixExt4 => fixed_ext(4),
         Marker::FixExt8 => fixed_ext(8),
         Marker::FixExt16 => fixed_ext(16),
-        Marker::FixArray(len) => Ok(Head {
-            header_len: 1,
-            payload_len: 0,
-            children: len.into(),
-        }),
+        Marker::FixArray(len) => Ok(Head { header_len: 1, payload_len: 0, children: len.into() }),
         Marker::Array16 => container(2, 1),
         Marker::Array32 => container(4, 1),
-        Marker::FixMap(len) => Ok(Head {
-            header_len: 1,
-            payload_len: 0,
-            children: 2 * len as u64,
-        }),
+        Marker::FixMap(len) => Ok(Head { header_len: 1, payload_len: 0, children: 2 * len as u64 }),
         Marker::Map16 => container(2, 2),
         Marker::Map32 => container(4, 2),
         Marker::Reserved => Err(HeadError::ReservedMarker),

@@ -195,10 +195,7 @@ mod tests {
         let mut reader = Reader::new(&bytes);
         assert_eq!(reader.read(), Ok(Value::Array(2)));
         let raw = reader.read_raw().expect("complete value");
-        assert_eq!(
-            raw,
-            rmp_serde::to_vec(&serde_json::json!({"a": [1, 2]})).unwrap()
-        );
+        assert_eq!(raw, rmp_serde::to_vec(&serde_json::json!({"a": [1, 2]})).unwrap());
         assert_eq!(reader.read(), Ok(Value::Str(b"next")));
     }
 
@@ -206,9 +203,6 @@ mod tests {
     fn truncated_input_is_an_error() {
         assert_eq!(Reader::new(&[0xa5, b'a']).read(), Err(ReadError::Truncated));
         assert_eq!(Reader::new(&[0xcd, 0x01]).read(), Err(ReadError::Truncated));
-        assert_eq!(
-            Reader::new(&[0x92, 0x01]).read_raw(),
-            Err(ReadError::Truncated)
-        );
+        assert_eq!(Reader::new(&[0x92, 0x01]).read_raw(), Err(ReadError::Truncated));
     }
 }

@@ -37,11 +37,7 @@ pub struct Scanner {
 impl Scanner {
     /// A scanner that refuses values longer than `max_len` bytes.
     pub fn new(max_len: usize) -> Self {
-        Self {
-            pos: 0,
-            pending: 0,
-            max_len,
-        }
+        Self { pos: 0, pending: 0, max_len }
     }
 
     /// Looks for the end of the value that starts at `buf[0]`.
@@ -70,9 +66,7 @@ impl Scanner {
                     return Err(ScanError::ReservedMarker { offset: self.pos });
                 }
             };
-            let too_large = ScanError::TooLarge {
-                limit: self.max_len,
-            };
+            let too_large = ScanError::TooLarge { limit: self.max_len };
             let end = self
                 .pos
                 .checked_add(head.header_len + head.payload_len)
@@ -122,11 +116,7 @@ mod tests {
             for split in 0..bytes.len() {
                 let mut scanner = Scanner::new(1 << 20);
                 assert_eq!(scanner.scan(&bytes[..split]), Ok(None), "split at {split}");
-                assert_eq!(
-                    scanner.scan(&bytes),
-                    Ok(Some(bytes.len())),
-                    "split at {split}"
-                );
+                assert_eq!(scanner.scan(&bytes), Ok(Some(bytes.len())), "split at {split}");
             }
         }
     }
@@ -145,16 +135,10 @@ mod tests {
     fn refuses_announced_sizes_over_the_limit_before_the_bytes_arrive() {
         // bin32 announcing 1 GiB, followed by nothing.
         let huge_bin = [0xc6, 0x40, 0x00, 0x00, 0x00];
-        assert_eq!(
-            Scanner::new(1024).scan(&huge_bin),
-            Err(ScanError::TooLarge { limit: 1024 })
-        );
+        assert_eq!(Scanner::new(1024).scan(&huge_bin), Err(ScanError::TooLarge { limit: 1024 }));
         // array32 announcing four billion elements.
         let huge_array = [0xdd, 0xff, 0xff, 0xff, 0xff];
-        assert_eq!(
-            Scanner::new(1024).scan(&huge_array),
-            Err(ScanError::TooLarge { limit: 1024 })
-        );
+        assert_eq!(Scanner::new(1024).scan(&huge_array), Err(ScanError::TooLarge { limit: 1024 }));
     }
 
     #[test]

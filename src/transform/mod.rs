@@ -95,20 +95,13 @@ impl Transform {
             roles.push((key.as_bytes().into(), KeyRole::Label(index)));
         }
         for key in &config.remove_keys {
-            if !roles
-                .iter()
-                .any(|(existing, _)| **existing == *key.as_bytes())
-            {
+            if !roles.iter().any(|(existing, _)| **existing == *key.as_bytes()) {
                 roles.push((key.as_bytes().into(), KeyRole::Remove));
             }
         }
         Self {
             roles,
-            label_names: config
-                .label_keys
-                .iter()
-                .map(|key| sanitize_name(key))
-                .collect(),
+            label_names: config.label_keys.iter().map(|key| sanitize_name(key)).collect(),
             static_labels: config.labels.clone().into_iter().collect(),
             line_format: config.line_format,
             line_key: config.line_key.as_bytes().into(),
@@ -146,11 +139,7 @@ impl Transform {
         self.sort_fields(record, scratch)?;
         let stream = self.stream(record, scratch)?;
         let line = self.render_line(record, &scratch.kept)?;
-        Ok(Entry {
-            stream,
-            timestamp_ns: event.timestamp_ns,
-            line,
-        })
+        Ok(Entry { stream, timestamp_ns: event.timestamp_ns, line })
     }
 
     /// Fills `scratch.kept` and `scratch.label_values` from the record's keys.
@@ -186,10 +175,7 @@ impl Transform {
         let Ok(Value::Str(name) | Value::Bin(name)) = Reader::new(key).read() else {
             return None;
         };
-        self.roles
-            .iter()
-            .find(|(role_key, _)| **role_key == *name)
-            .map(|(_, role)| *role)
+        self.roles.iter().find(|(role_key, _)| **role_key == *name).map(|(_, role)| *role)
     }
 
     /// The interned label set for the record's label values.
@@ -220,9 +206,7 @@ impl Transform {
         if scratch.streams.len() >= STREAM_CACHE_LIMIT {
             scratch.streams.clear();
         }
-        scratch
-            .streams
-            .insert(scratch.stream_key.as_slice().into(), Arc::clone(&stream));
+        scratch.streams.insert(scratch.stream_key.as_slice().into(), Arc::clone(&stream));
         Ok(stream)
     }
 
@@ -240,10 +224,7 @@ impl Transform {
                 dynamic.push((name.as_str(), String::from_utf8_lossy(value).into_owned()));
             }
         }
-        let fixed = self
-            .static_labels
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.clone()));
+        let fixed = self.static_labels.iter().map(|(name, value)| (name.as_str(), value.clone()));
         // Values taken from the record come last, so they win over a static label of the
         // same name.
         StreamLabels::new(fixed.chain(dynamic))
@@ -255,13 +236,8 @@ impl Transform {
         record: &[u8],
         kept: &[(Range<usize>, Range<usize>)],
     ) -> Result<String, DecodeError> {
-        let fields = kept
-            .iter()
-            .map(|(key, value)| (&record[key.clone()], &record[value.clone()]));
-        let line_bytes: usize = kept
-            .iter()
-            .map(|(key, value)| key.len() + value.len() + 4)
-            .sum();
+        let fields = kept.iter().map(|(key, value)| (&record[key.clone()], &record[value.clone()]));
+        let line_bytes: usize = kept.iter().map(|(key, value)| key.len() + value.len() + 4).sum();
         let mut line = Vec::with_capacity(line_bytes);
 
         match (self.line_format, kept) {

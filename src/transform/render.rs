@@ -51,19 +51,11 @@ pub fn write_json(raw: &[u8], out: &mut Vec<u8>) -> Result<(), RenderError> {
             Value::Map(0) => out.extend_from_slice(b"{}"),
             Value::Array(len) => {
                 out.push(b'[');
-                stack.push(Open {
-                    is_map: false,
-                    items: len.into(),
-                    written: 0,
-                });
+                stack.push(Open { is_map: false, items: len.into(), written: 0 });
             }
             Value::Map(len) => {
                 out.push(b'{');
-                stack.push(Open {
-                    is_map: true,
-                    items: 2 * u64::from(len),
-                    written: 0,
-                });
+                stack.push(Open { is_map: true, items: 2 * u64::from(len), written: 0 });
             }
             Value::Str(bytes) | Value::Bin(bytes) => write_json_string(&utf8_lossy(bytes), out),
             // JSON keys are strings: quote the scalar's text.
@@ -113,10 +105,8 @@ pub fn write_logfmt_value(raw: &[u8], out: &mut Vec<u8>) -> Result<(), RenderErr
             Cow::Owned(String::from_utf8(json).expect("JSON text is UTF-8"))
         }
     };
-    let needs_quotes = text.is_empty()
-        || text
-            .bytes()
-            .any(|b| b <= b' ' || b == b'=' || b == b'"' || b == 0x7f);
+    let needs_quotes =
+        text.is_empty() || text.bytes().any(|b| b <= b' ' || b == b'=' || b == b'"' || b == 0x7f);
     if needs_quotes {
         write_json_string(&text, out);
     } else {
@@ -218,9 +208,7 @@ mod tests {
     #[test]
     fn renders_non_string_keys_binaries_and_event_times() {
         // {1: bin "x", "t": EventTime(1, 5)}
-        let raw = [
-            0x82, 0x01, 0xc4, 0x01, b'x', 0xa1, b't', 0xd7, 0x00, 0, 0, 0, 1, 0, 0, 0, 5,
-        ];
+        let raw = [0x82, 0x01, 0xc4, 0x01, b'x', 0xa1, b't', 0xd7, 0x00, 0, 0, 0, 1, 0, 0, 0, 5];
         let mut out = Vec::new();
         write_json(&raw, &mut out).unwrap();
         assert_eq!(out, br#"{"1":"x","t":1.000000005}"#);
@@ -229,10 +217,7 @@ mod tests {
     #[test]
     fn refuses_container_keys_and_survives_deep_nesting() {
         let mut out = Vec::new();
-        assert_eq!(
-            write_json(&[0x81, 0x90, 0x01], &mut out),
-            Err(RenderError::ContainerKey)
-        );
+        assert_eq!(write_json(&[0x81, 0x90, 0x01], &mut out), Err(RenderError::ContainerKey));
 
         let mut deep = vec![0x91; 200_000];
         deep.push(0x01);

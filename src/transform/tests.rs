@@ -9,23 +9,15 @@ fn config(edit: impl FnOnce(&mut LokiConfig)) -> LokiConfig {
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();
-    let mut config = LokiConfig {
-        labels,
-        ..LokiConfig::default()
-    };
+    let mut config = LokiConfig { labels, ..LokiConfig::default() };
     edit(&mut config);
     config
 }
 
 fn entry(config: &LokiConfig, record: serde_json::Value) -> Entry {
     let record = rmp_serde::to_vec(&record).expect("json values encode");
-    let event = Event {
-        timestamp_ns: 1_700_000_000_123_456_789,
-        record: &record,
-    };
-    Transform::new(config)
-        .entry(event, &mut Scratch::default())
-        .expect("valid record")
+    let event = Event { timestamp_ns: 1_700_000_000_123_456_789, record: &record };
+    Transform::new(config).entry(event, &mut Scratch::default()).expect("valid record")
 }
 
 /// Encodes a map with its keys in the given order (`json!` would sort them).
@@ -68,13 +60,8 @@ fn extra_keys_make_a_json_line_in_record_order() {
         ("log", json!("hello")),
         ("com.example.team", json!("web")),
     ]);
-    let event = Event {
-        timestamp_ns: 0,
-        record: &record,
-    };
-    let entry = Transform::new(&config(|_| {}))
-        .entry(event, &mut Scratch::default())
-        .unwrap();
+    let event = Event { timestamp_ns: 0, record: &record };
+    let entry = Transform::new(&config(|_| {})).entry(event, &mut Scratch::default()).unwrap();
     assert_eq!(entry.line, r#"{"log":"hello","com.example.team":"web"}"#);
 }
 
@@ -86,10 +73,7 @@ fn without_drop_single_key_a_single_key_is_an_object() {
 
 #[test]
 fn single_non_string_value_is_its_json_text() {
-    let entry = entry(
-        &config(|_| {}),
-        json!({"container_name": "/a", "log": {"a": [1, 2]}}),
-    );
+    let entry = entry(&config(|_| {}), json!({"container_name": "/a", "log": {"a": [1, 2]}}));
     assert_eq!(entry.line, r#"{"a":[1,2]}"#);
 }
 
@@ -120,10 +104,7 @@ fn raw_format_ships_the_line_key_or_the_whole_record() {
 #[test]
 fn label_keys_are_sanitised_and_leave_the_line() {
     let config = config(|c| c.label_keys = vec!["container.name".into(), "1abc".into()]);
-    let entry = entry(
-        &config,
-        json!({"container.name": "web", "1abc": 7, "log": "x"}),
-    );
+    let entry = entry(&config, json!({"container.name": "web", "1abc": 7, "log": "x"}));
     assert_eq!(
         entry.stream.selector(),
         r#"{_1abc="7", container_name="web", hostname="node-1", job="fluent-bit"}"#
@@ -135,20 +116,14 @@ fn label_keys_are_sanitised_and_leave_the_line() {
 fn a_missing_or_nil_label_key_adds_no_label() {
     let config = config(|_| {});
     let missing = entry(&config, json!({"log": "x"}));
-    assert_eq!(
-        missing.stream.selector(),
-        r#"{hostname="node-1", job="fluent-bit"}"#
-    );
+    assert_eq!(missing.stream.selector(), r#"{hostname="node-1", job="fluent-bit"}"#);
     let nil = entry(&config, json!({"container_name": null, "log": "x"}));
     assert_eq!(nil.stream, missing.stream);
 }
 
 #[test]
 fn label_values_are_kept_as_they_are() {
-    let entry = entry(
-        &config(|_| {}),
-        json!({"container_name": "a \"q\" \\ é\n", "log": "x"}),
-    );
+    let entry = entry(&config(|_| {}), json!({"container_name": "a \"q\" \\ é\n", "log": "x"}));
     let labels: Vec<_> = entry.stream.pairs().collect();
     assert_eq!(labels[0], ("container_name", "a \"q\" \\ é\n"));
 }
@@ -157,10 +132,7 @@ fn label_values_are_kept_as_they_are() {
 fn a_record_label_wins_over_a_static_label_of_the_same_name() {
     let config = config(|c| c.label_keys = vec!["job".into()]);
     let entry = entry(&config, json!({"job": "from-record", "log": "x"}));
-    assert_eq!(
-        entry.stream.selector(),
-        r#"{hostname="node-1", job="from-record"}"#
-    );
+    assert_eq!(entry.stream.selector(), r#"{hostname="node-1", job="from-record"}"#);
 }
 
 #[test]
@@ -170,10 +142,7 @@ fn streams_are_interned_per_connection() {
     let mut scratch = Scratch::default();
     let mut stream_of = |name: &str| {
         let record = rmp_serde::to_vec(&json!({"container_name": name, "log": "x"})).unwrap();
-        let event = Event {
-            timestamp_ns: 0,
-            record: &record,
-        };
+        let event = Event { timestamp_ns: 0, record: &record };
         transform.entry(event, &mut scratch).unwrap().stream
     };
     let first = stream_of("/a");
@@ -185,22 +154,14 @@ fn streams_are_interned_per_connection() {
 fn invalid_utf8_is_replaced_not_refused() {
     // {"log": str of bytes ff fe}
     let record = [0x81, 0xa3, b'l', b'o', b'g', 0xa2, 0xff, 0xfe];
-    let event = Event {
-        timestamp_ns: 0,
-        record: &record,
-    };
-    let entry = Transform::new(&config(|_| {}))
-        .entry(event, &mut Scratch::default())
-        .unwrap();
+    let event = Event { timestamp_ns: 0, record: &record };
+    let entry = Transform::new(&config(|_| {})).entry(event, &mut Scratch::default()).unwrap();
     assert_eq!(entry.line, "\u{fffd}\u{fffd}");
 }
 
 #[test]
 fn a_record_that_is_not_a_map_is_refused() {
-    let event = Event {
-        timestamp_ns: 0,
-        record: &[0x91, 0x01],
-    };
+    let event = Event { timestamp_ns: 0, record: &[0x91, 0x01] };
     let result = Transform::new(&config(|_| {})).entry(event, &mut Scratch::default());
     assert!(matches!(result, Err(DecodeError::RecordNotMap { .. })));
 }

@@ -33,14 +33,9 @@ fn assert_all_arrived(entries: &[ReceivedEntry], count: usize, case: &str) -> us
     for entry in entries {
         *seen.entry(entry.line.as_str()).or_default() += 1;
     }
-    let missing: Vec<usize> = (0..count)
-        .filter(|n| !seen.contains_key(format!("line {n}").as_str()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{case}: {} of {count} lines missing: {missing:?}",
-        missing.len()
-    );
+    let missing: Vec<usize> =
+        (0..count).filter(|n| !seen.contains_key(format!("line {n}").as_str())).collect();
+    assert!(missing.is_empty(), "{case}: {} of {count} lines missing: {missing:?}", missing.len());
     let duplicates = seen.values().map(|times| times - 1).sum();
     eprintln!("{case}: all {count} records arrived, {duplicates} of them twice");
     duplicates
@@ -53,23 +48,13 @@ async fn loki_failing_with_500_for_a_while_loses_nothing() {
     loki.set_default_fault(Some(Fault::Status(500)));
 
     let mut stream = shipper.connect().await;
-    send_records(
-        &mut stream,
-        Mode::Message,
-        TimeFormat::EventTime,
-        &numbered(0, 300),
-        false,
-    )
-    .await;
+    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &numbered(0, 300), false).await;
     loki.wait_for_requests(4, PATIENCE).await;
     loki.set_default_fault(None);
 
     let entries = loki.wait_for_entries(300, PATIENCE).await;
     let duplicates = assert_all_arrived(&entries, 300, "500 for a while");
-    assert_eq!(
-        duplicates, 0,
-        "a 500 stores nothing, so a retry cannot duplicate"
-    );
+    assert_eq!(duplicates, 0, "a 500 stores nothing, so a retry cannot duplicate");
     assert!(shipper.metrics().push_retries.get() >= 3);
     assert_eq!(shipper.metrics().dropped_count("loki_500"), 0);
 }
@@ -78,20 +63,10 @@ async fn loki_failing_with_500_for_a_while_loses_nothing() {
 async fn rate_limited_with_retry_after_loses_nothing() {
     let loki = TestLoki::start().await;
     let shipper = Shipper::start(&loki, |_| {}).await;
-    loki.push_faults([
-        Fault::StatusRetryAfter(429, 1),
-        Fault::StatusRetryAfter(429, 1),
-    ]);
+    loki.push_faults([Fault::StatusRetryAfter(429, 1), Fault::StatusRetryAfter(429, 1)]);
 
     let mut stream = shipper.connect().await;
-    send_records(
-        &mut stream,
-        Mode::Forward,
-        TimeFormat::EventTime,
-        &numbered(0, 200),
-        false,
-    )
-    .await;
+    send_records(&mut stream, Mode::Forward, TimeFormat::EventTime, &numbered(0, 200), false).await;
 
     let entries = loki.wait_for_entries(200, PATIENCE).await;
     assert_eq!(assert_all_arrived(&entries, 200, "429 with Retry-After"), 0);
@@ -105,20 +80,10 @@ async fn loki_hanging_past_the_timeout_loses_nothing() {
         config.loki.timeout = Duration::from_millis(300);
     })
     .await;
-    loki.push_faults([
-        Fault::Delay(Duration::from_secs(2)),
-        Fault::Delay(Duration::from_secs(2)),
-    ]);
+    loki.push_faults([Fault::Delay(Duration::from_secs(2)), Fault::Delay(Duration::from_secs(2))]);
 
     let mut stream = shipper.connect().await;
-    send_records(
-        &mut stream,
-        Mode::Message,
-        TimeFormat::EventTime,
-        &numbered(0, 100),
-        false,
-    )
-    .await;
+    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &numbered(0, 100), false).await;
 
     let entries = loki.wait_for_entries(100, PATIENCE).await;
     // The test Loki stores a push it was slow to answer, as a real one may: the retry can
@@ -134,18 +99,9 @@ async fn loki_down_then_up_loses_nothing() {
     loki.shutdown().await;
 
     let mut stream = shipper.connect().await;
-    send_records(
-        &mut stream,
-        Mode::Message,
-        TimeFormat::EventTime,
-        &numbered(0, 300),
-        false,
-    )
-    .await;
+    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &numbered(0, 300), false).await;
     let refused = || {
-        let labels = fwd2loki::metrics::StatusLabels {
-            status: "error".into(),
-        };
+        let labels = fwd2loki::metrics::StatusLabels { status: "error".into() };
         shipper.metrics().loki_requests.get_or_create(&labels).get()
     };
     while refused() < 3 {
@@ -165,30 +121,13 @@ async fn a_refused_batch_is_counted_as_dropped_and_later_batches_go_through() {
 
     let mut stream = shipper.connect().await;
     // Acks come back when the entries are handled: refused for good counts as handled.
-    send_records(
-        &mut stream,
-        Mode::Forward,
-        TimeFormat::EventTime,
-        &numbered(0, 10),
-        true,
-    )
-    .await;
+    send_records(&mut stream, Mode::Forward, TimeFormat::EventTime, &numbered(0, 10), true).await;
     assert_eq!(shipper.metrics().dropped_count("loki_400"), 10);
 
-    send_records(
-        &mut stream,
-        Mode::Forward,
-        TimeFormat::EventTime,
-        &numbered(10, 5),
-        true,
-    )
-    .await;
+    send_records(&mut stream, Mode::Forward, TimeFormat::EventTime, &numbered(10, 5), true).await;
     let entries = loki.wait_for_entries(5, PATIENCE).await;
     let lines: Vec<_> = entries.iter().map(|entry| entry.line.as_str()).collect();
-    assert_eq!(
-        lines,
-        ["line 10", "line 11", "line 12", "line 13", "line 14"]
-    );
+    assert_eq!(lines, ["line 10", "line 11", "line 12", "line 13", "line 14"]);
     assert_eq!(shipper.metrics().entries_pushed.get(), 5);
 }
 
@@ -199,14 +138,7 @@ async fn a_batch_too_large_for_loki_is_split_and_delivered() {
     loki.push_faults([Fault::Status(413), Fault::Status(413)]);
 
     let mut stream = shipper.connect().await;
-    send_records(
-        &mut stream,
-        Mode::Forward,
-        TimeFormat::EventTime,
-        &numbered(0, 40),
-        true,
-    )
-    .await;
+    send_records(&mut stream, Mode::Forward, TimeFormat::EventTime, &numbered(0, 40), true).await;
     let entries = loki.wait_for_entries(40, PATIENCE).await;
     assert_eq!(assert_all_arrived(&entries, 40, "413"), 0);
     assert!(loki.pushes().len() >= 2, "the batch went in parts");
@@ -221,24 +153,15 @@ async fn acks_wait_until_loki_has_the_entries() {
 
     let mut stream = shipper.connect().await;
     let mut acked = tokio::spawn(async move {
-        send_records(
-            &mut stream,
-            Mode::Message,
-            TimeFormat::EventTime,
-            &numbered(0, 1),
-            true,
-        )
-        .await;
+        send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &numbered(0, 1), true)
+            .await;
     });
     loki.wait_for_requests(3, PATIENCE).await;
     let early = tokio::time::timeout(Duration::from_millis(300), &mut acked).await;
     assert!(early.is_err(), "no ack while Loki refuses the entry");
 
     loki.set_default_fault(None);
-    tokio::time::timeout(PATIENCE, acked)
-        .await
-        .expect("ack after delivery")
-        .unwrap();
+    tokio::time::timeout(PATIENCE, acked).await.expect("ack after delivery").unwrap();
     assert_eq!(loki.entries().len(), 1);
 }
 
@@ -251,20 +174,9 @@ async fn overlong_lines_are_truncated_or_dropped_and_counted() {
         OutgoingEvent::from_json(T0, &docker_record("/app", "0123456789-cut")),
         OutgoingEvent::from_json(T0 + 1, &docker_record("/app", "short")),
     ];
-    send_records(
-        &mut stream,
-        Mode::Forward,
-        TimeFormat::EventTime,
-        &events,
-        true,
-    )
-    .await;
-    let lines: Vec<_> = loki
-        .wait_for_entries(2, PATIENCE)
-        .await
-        .into_iter()
-        .map(|e| e.line)
-        .collect();
+    send_records(&mut stream, Mode::Forward, TimeFormat::EventTime, &events, true).await;
+    let lines: Vec<_> =
+        loki.wait_for_entries(2, PATIENCE).await.into_iter().map(|e| e.line).collect();
     assert_eq!(lines, ["0123456789", "short"]);
     assert_eq!(shipper.metrics().lines_truncated.get(), 1);
 
@@ -275,20 +187,9 @@ async fn overlong_lines_are_truncated_or_dropped_and_counted() {
     })
     .await;
     let mut stream = shipper.connect().await;
-    send_records(
-        &mut stream,
-        Mode::Forward,
-        TimeFormat::EventTime,
-        &events,
-        true,
-    )
-    .await;
-    let lines: Vec<_> = loki
-        .wait_for_entries(1, PATIENCE)
-        .await
-        .into_iter()
-        .map(|e| e.line)
-        .collect();
+    send_records(&mut stream, Mode::Forward, TimeFormat::EventTime, &events, true).await;
+    let lines: Vec<_> =
+        loki.wait_for_entries(1, PATIENCE).await.into_iter().map(|e| e.line).collect();
     assert_eq!(lines, ["short"]);
     assert_eq!(shipper.metrics().dropped_count("line_too_long"), 1);
 }
@@ -302,14 +203,7 @@ async fn concurrent_pushes_deliver_everything() {
     })
     .await;
     let mut stream = shipper.connect().await;
-    send_records(
-        &mut stream,
-        Mode::Forward,
-        TimeFormat::EventTime,
-        &numbered(0, 500),
-        true,
-    )
-    .await;
+    send_records(&mut stream, Mode::Forward, TimeFormat::EventTime, &numbered(0, 500), true).await;
     let entries = loki.wait_for_entries(500, PATIENCE).await;
     assert_eq!(assert_all_arrived(&entries, 500, "concurrent pushes"), 0);
 }
@@ -318,36 +212,17 @@ async fn concurrent_pushes_deliver_everything() {
 async fn shutdown_delivers_pending_batches_first() {
     let loki = TestLoki::start().await;
     // Batches that would wait an hour: only the shutdown can send them.
-    let config = format!(
-        "[loki]\nurl = \"{}\"\nbatch_wait = \"1h\"\n",
-        loki.push_url()
-    );
+    let config = format!("[loki]\nurl = \"{}\"\nbatch_wait = \"1h\"\n", loki.push_url());
     let shipper = BinaryShipper::start(&config);
     let mut stream = tokio::net::TcpStream::connect(shipper.tcp).await.unwrap();
-    send_records(
-        &mut stream,
-        Mode::Message,
-        TimeFormat::EventTime,
-        &numbered(0, 50),
-        false,
-    )
-    .await;
+    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &numbered(0, 50), false).await;
     // Wait until the records are in fwd2loki's hands; the hour-long batch cannot have gone.
     let mut sent = Vec::new();
-    encode_requests(
-        "t",
-        Mode::Message,
-        TimeFormat::EventTime,
-        &numbered(50, 1),
-        None,
-        &mut sent,
-    );
+    encode_requests("t", Mode::Message, TimeFormat::EventTime, &numbered(50, 1), None, &mut sent);
     stream.write_all(&sent).await.unwrap();
     assert!(loki.entries().is_empty());
 
-    let (code, _) = tokio::task::spawn_blocking(move || shipper.terminate())
-        .await
-        .unwrap();
+    let (code, _) = tokio::task::spawn_blocking(move || shipper.terminate()).await.unwrap();
     assert_eq!(code, 0, "a clean shutdown exits 0");
     assert_all_arrived(&loki.entries(), 51, "SIGTERM with pending batches");
 }
@@ -376,14 +251,7 @@ async fn loki_down_with_ten_times_the_buffer_offered_keeps_memory_bounded() {
             for n in 0..PER_CONNECTION {
                 let record = docker_record(&format!("/app-{connection}"), &format!("{n} {line}"));
                 let event = [OutgoingEvent::from_json(T0 + n as i64, &record)];
-                send_records(
-                    &mut stream,
-                    Mode::Message,
-                    TimeFormat::Integer,
-                    &event,
-                    false,
-                )
-                .await;
+                send_records(&mut stream, Mode::Message, TimeFormat::Integer, &event, false).await;
             }
         }));
     }
@@ -395,19 +263,13 @@ async fn loki_down_with_ten_times_the_buffer_offered_keeps_memory_bounded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         peak = peak.max(resident_bytes(shipper.pid()));
     }
-    let blocked = senders
-        .iter()
-        .filter(|sender| !sender.is_finished())
-        .count();
+    let blocked = senders.iter().filter(|sender| !sender.is_finished()).count();
     eprintln!(
         "Loki down, 80 MiB offered: idle RSS {} KiB, peak RSS {} KiB, {blocked} of {CONNECTIONS} senders blocked",
         idle / 1024,
         peak / 1024
     );
-    assert_eq!(
-        blocked, CONNECTIONS,
-        "every sender is held back, none is answered with loss"
-    );
+    assert_eq!(blocked, CONNECTIONS, "every sender is held back, none is answered with loss");
     assert!(
         peak < idle + 3 * BUFFER,
         "peak RSS {peak} grew more than three buffers over idle {idle}"

@@ -28,11 +28,7 @@ fn entry(timestamp_ns: i64, line: &str) -> EntryAdapter {
 }
 
 fn stream(labels: &str, entries: Vec<EntryAdapter>) -> StreamAdapter {
-    StreamAdapter {
-        labels: labels.to_owned(),
-        entries,
-        hash: 0,
-    }
+    StreamAdapter { labels: labels.to_owned(), entries, hash: 0 }
 }
 
 /// A push of one stream holding one entry.
@@ -41,17 +37,11 @@ fn one_entry_push(labels: &str) -> Vec<u8> {
 }
 
 fn body_of(streams: Vec<StreamAdapter>) -> Vec<u8> {
-    encode_push_body(&PushRequest {
-        streams,
-        format: String::new(),
-    })
+    encode_push_body(&PushRequest { streams, format: String::new() })
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect()
+    pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
 }
 
 async fn post(loki: &TestLoki, content_type: Option<&str>, body: Vec<u8>) -> reqwest::Response {
@@ -74,21 +64,10 @@ async fn assert_rejected(loki: &TestLoki, body: Vec<u8>, status: StatusCode) -> 
     assert_eq!(response.status(), status);
     let answer = response.text().await.expect("the rejection has a body");
     let rejections = loki.rejections();
-    assert_eq!(
-        rejections.len(),
-        rejections_before + 1,
-        "one rejection is recorded"
-    );
+    assert_eq!(rejections.len(), rejections_before + 1, "one rejection is recorded");
     let reason = rejections.last().expect("a rejection was recorded").clone();
-    assert_eq!(
-        answer,
-        format!("{reason}\n"),
-        "the answer states the reason"
-    );
-    assert!(
-        loki.pushes().is_empty(),
-        "nothing is accepted from a rejected push"
-    );
+    assert_eq!(answer, format!("{reason}\n"), "the answer states the reason");
+    assert!(loki.pushes().is_empty(), "nothing is accepted from a rejected push");
     reason
 }
 
@@ -97,10 +76,8 @@ async fn accepts_a_valid_push_and_records_labels_line_timestamp_and_headers() {
     let loki = TestLoki::start().await;
     let label_string = r#"{container_name="/wiki-js", hostname="h", job="fluent-bit"}"#;
     let mut sent_entry = entry(1_700_000_000_123_456_789, "GET /healthz 200");
-    sent_entry.structured_metadata = vec![LabelPairAdapter {
-        name: "container_id".to_owned(),
-        value: "abc123".to_owned(),
-    }];
+    sent_entry.structured_metadata =
+        vec![LabelPairAdapter { name: "container_id".to_owned(), value: "abc123".to_owned() }];
     let body = body_of(vec![stream(label_string, vec![sent_entry])]);
 
     let response = reqwest::Client::new()
@@ -115,11 +92,8 @@ async fn accepts_a_valid_push_and_records_labels_line_timestamp_and_headers() {
         .expect("the test Loki answers");
 
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let expected_labels = labels(&[
-        ("container_name", "/wiki-js"),
-        ("hostname", "h"),
-        ("job", "fluent-bit"),
-    ]);
+    let expected_labels =
+        labels(&[("container_name", "/wiki-js"), ("hostname", "h"), ("job", "fluent-bit")]);
     let expected_entry = ReceivedEntry {
         labels: expected_labels.clone(),
         tenant: Some("tenant-a".to_owned()),
@@ -164,10 +138,7 @@ async fn decodes_escaped_label_values_and_notes_unsorted_names() {
         ("emoji", "\u{1F600}"),
     ]);
     assert_eq!(stream.labels, expected);
-    assert!(
-        !stream.labels_sorted,
-        "`path` comes before `text` but `snow` does not"
-    );
+    assert!(!stream.labels_sorted, "`path` comes before `text` but `snow` does not");
 }
 
 /// Forms PromQL's `ParseMetric` accepts although fwd2loki is not expected to write them.
@@ -175,14 +146,8 @@ async fn decodes_escaped_label_values_and_notes_unsorted_names() {
 async fn accepts_the_other_selector_forms_loki_accepts() {
     let cases = [
         (r#"{a="1",b="2"}"#, labels(&[("a", "1"), ("b", "2")])),
-        (
-            "{ a = \"1\" ,\tb=\"2\" , }",
-            labels(&[("a", "1"), ("b", "2")]),
-        ),
-        (
-            r"{a='it\'s', b=`raw\n`}",
-            labels(&[("a", "it's"), ("b", r"raw\n")]),
-        ),
+        ("{ a = \"1\" ,\tb=\"2\" , }", labels(&[("a", "1"), ("b", "2")])),
+        (r"{a='it\'s', b=`raw\n`}", labels(&[("a", "it's"), ("b", r"raw\n")])),
         (r#"{a="1", empty=""}"#, labels(&[("a", "1")])),
     ];
     let loki = TestLoki::start().await;
@@ -240,41 +205,17 @@ async fn rejects_a_push_without_streams_with_422() {
 
     let reason = assert_rejected(&loki, body_of(vec![]), StatusCode::UNPROCESSABLE_ENTITY).await;
 
-    assert_eq!(
-        reason,
-        "error at least one valid stream is required for ingestion"
-    );
+    assert_eq!(reason, "error at least one valid stream is required for ingestion");
 }
 
 #[tokio::test]
 async fn rejects_invalid_timestamps() {
     let labels = r#"{job="a"}"#;
-    let with_timestamp = |timestamp| EntryAdapter {
-        timestamp,
-        ..entry(0, "line")
-    };
+    let with_timestamp = |timestamp| EntryAdapter { timestamp, ..entry(0, "line") };
     let cases = [
-        (
-            Some(Timestamp {
-                seconds: 1,
-                nanos: -1,
-            }),
-            "nanos -1 not in range",
-        ),
-        (
-            Some(Timestamp {
-                seconds: 1,
-                nanos: 1_000_000_000,
-            }),
-            "not in range [0, 1e9)",
-        ),
-        (
-            Some(Timestamp {
-                seconds: 253_402_300_800,
-                nanos: 0,
-            }),
-            "outside years",
-        ),
+        (Some(Timestamp { seconds: 1, nanos: -1 }), "nanos -1 not in range"),
+        (Some(Timestamp { seconds: 1, nanos: 1_000_000_000 }), "not in range [0, 1e9)"),
+        (Some(Timestamp { seconds: 253_402_300_800, nanos: 0 }), "outside years"),
         (None, "has no timestamp"),
     ];
     let loki = TestLoki::start().await;
@@ -290,10 +231,8 @@ async fn rejects_invalid_timestamps() {
 async fn rejects_invalid_structured_metadata_names_and_overlong_lines() {
     let loki = TestLoki::start().await;
     let mut bad_metadata = entry(1, "line");
-    bad_metadata.structured_metadata = vec![LabelPairAdapter {
-        name: "trace-id".to_owned(),
-        value: "x".to_owned(),
-    }];
+    bad_metadata.structured_metadata =
+        vec![LabelPairAdapter { name: "trace-id".to_owned(), value: "x".to_owned() }];
     let overlong = entry(1, &"x".repeat(256 * 1024 + 1));
 
     for (entry, expected_reason) in [
@@ -305,23 +244,14 @@ async fn rejects_invalid_structured_metadata_names_and_overlong_lines() {
         assert!(reason.contains(expected_reason), "{reason}");
     }
 
-    let longest = body_of(vec![stream(
-        r#"{job="a"}"#,
-        vec![entry(1, &"x".repeat(256 * 1024))],
-    )]);
-    assert_eq!(
-        post_push(&loki, longest).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    let longest = body_of(vec![stream(r#"{job="a"}"#, vec![entry(1, &"x".repeat(256 * 1024))])]);
+    assert_eq!(post_push(&loki, longest).await.status(), StatusCode::NO_CONTENT);
 }
 
 #[tokio::test]
 async fn rejects_entries_out_of_order_within_a_stream() {
     let loki = TestLoki::start().await;
-    let body = body_of(vec![stream(
-        r#"{job="a"}"#,
-        vec![entry(2, "second"), entry(1, "first")],
-    )]);
+    let body = body_of(vec![stream(r#"{job="a"}"#, vec![entry(2, "second"), entry(1, "first")])]);
 
     let reason = assert_rejected(&loki, body, StatusCode::BAD_REQUEST).await;
 
@@ -332,10 +262,7 @@ async fn rejects_entries_out_of_order_within_a_stream() {
 async fn accepts_equal_timestamps_and_independent_order_across_streams() {
     let loki = TestLoki::start().await;
     let body = body_of(vec![
-        stream(
-            r#"{job="a"}"#,
-            vec![entry(5, "a1"), entry(5, "a2"), entry(6, "a3")],
-        ),
+        stream(r#"{job="a"}"#, vec![entry(5, "a1"), entry(5, "a2"), entry(6, "a3")]),
         stream(r#"{job="b"}"#, vec![entry(1, "b1")]),
     ]);
 
@@ -353,13 +280,10 @@ async fn rejects_framed_snappy_and_undecodable_bodies() {
         format: String::new(),
     };
     let mut framed = snap::write::FrameEncoder::new(Vec::new());
-    framed
-        .write_all(&prost::Message::encode_to_vec(&request))
-        .expect("write to memory");
+    framed.write_all(&prost::Message::encode_to_vec(&request)).expect("write to memory");
     let framed = framed.into_inner().expect("flush to memory");
-    let truncated_protobuf = snap::raw::Encoder::new()
-        .compress_vec(b"\x0a\x05ab")
-        .expect("compress to memory");
+    let truncated_protobuf =
+        snap::raw::Encoder::new().compress_vec(b"\x0a\x05ab").expect("compress to memory");
     let cases = [
         (framed, "framed"),
         (b"not snappy at all".to_vec(), "snappy"),
@@ -380,11 +304,7 @@ async fn requires_the_protobuf_content_type_and_no_content_encoding() {
 
     for content_type in [None, Some("application/json"), Some("text/plain")] {
         let response = post(&loki, content_type, body.clone()).await;
-        assert_eq!(
-            response.status(),
-            StatusCode::BAD_REQUEST,
-            "{content_type:?}"
-        );
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{content_type:?}");
     }
     let gzipped = reqwest::Client::new()
         .post(loki.push_url())
@@ -400,11 +320,7 @@ async fn requires_the_protobuf_content_type_and_no_content_encoding() {
 
     let rejections = loki.rejections();
     assert_eq!(rejections.len(), 4, "{rejections:?}");
-    assert!(
-        rejections[..3]
-            .iter()
-            .all(|reason| reason.contains("unsupported Content-Type"))
-    );
+    assert!(rejections[..3].iter().all(|reason| reason.contains("unsupported Content-Type")));
     assert!(rejections[3].contains("Content-Encoding \"gzip\" not supported"));
     assert_eq!(loki.pushes().len(), 1);
 }
@@ -419,11 +335,7 @@ async fn refuses_other_paths_and_methods() {
         .send()
         .await
         .expect("the test Loki answers");
-    let wrong_method = client
-        .get(loki.push_url())
-        .send()
-        .await
-        .expect("the test Loki answers");
+    let wrong_method = client.get(loki.push_url()).send().await.expect("the test Loki answers");
 
     assert_eq!(wrong_path.status(), StatusCode::NOT_FOUND);
     assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -440,29 +352,15 @@ async fn answers_queued_faults_in_order_then_handles_pushes_normally() {
     for _ in 0..4 {
         let response = post_push(&loki, one_entry_push(r#"{job="a"}"#)).await;
         let status = response.status().as_u16();
-        answers.push((
-            status,
-            response.text().await.expect("the answer has a body"),
-        ));
+        answers.push((status, response.text().await.expect("the answer has a body")));
     }
 
-    let expected = [
-        (500, "injected 500\n"),
-        (429, "injected 429\n"),
-        (502, "injected 502\n"),
-    ];
+    let expected = [(500, "injected 500\n"), (429, "injected 429\n"), (502, "injected 502\n")];
     for (answer, (status, body)) in answers.iter().zip(expected) {
         assert_eq!((answer.0, answer.1.as_str()), (status, body));
     }
-    assert_eq!(
-        answers[3].0, 204,
-        "normal handling resumes once the queue is empty"
-    );
-    assert_eq!(
-        loki.pushes().len(),
-        1,
-        "pushes answered by a fault are not recorded"
-    );
+    assert_eq!(answers[3].0, 204, "normal handling resumes once the queue is empty");
+    assert_eq!(loki.pushes().len(), 1, "pushes answered by a fault are not recorded");
     assert_eq!(loki.requests(), 4);
     assert_eq!(loki.faults_applied(), 3);
     assert_eq!(loki.rejections(), Vec::<String>::new());
@@ -476,10 +374,7 @@ async fn sends_retry_after_with_the_injected_status() {
     let response = post_push(&loki, one_entry_push(r#"{job="a"}"#)).await;
 
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .expect("Retry-After is sent");
+    let retry_after = response.headers().get("retry-after").expect("Retry-After is sent");
     assert_eq!(retry_after, "7");
     assert!(loki.pushes().is_empty());
 }
@@ -492,20 +387,10 @@ async fn applies_the_default_fault_after_the_queue_until_it_is_cleared() {
     let mut statuses = Vec::new();
 
     for _ in 0..3 {
-        statuses.push(
-            post_push(&loki, one_entry_push(r#"{job="a"}"#))
-                .await
-                .status()
-                .as_u16(),
-        );
+        statuses.push(post_push(&loki, one_entry_push(r#"{job="a"}"#)).await.status().as_u16());
     }
     loki.set_default_fault(None);
-    statuses.push(
-        post_push(&loki, one_entry_push(r#"{job="a"}"#))
-            .await
-            .status()
-            .as_u16(),
-    );
+    statuses.push(post_push(&loki, one_entry_push(r#"{job="a"}"#)).await.status().as_u16());
 
     assert_eq!(statuses, [503, 500, 500, 204]);
     assert_eq!(loki.pushes().len(), 1);
@@ -521,11 +406,7 @@ async fn delay_fault_slows_the_answer_and_still_accepts_the_push() {
     let started = Instant::now();
     let response = post_push(&loki, one_entry_push(r#"{job="slow"}"#)).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    assert!(
-        started.elapsed() >= delay,
-        "answered after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= delay, "answered after {:?}", started.elapsed());
 
     // A client that gives up does not stop the push from landing, as with a real slow Loki.
     let impatient = reqwest::Client::new()
@@ -545,12 +426,7 @@ async fn delay_fault_slows_the_answer_and_still_accepts_the_push() {
 async fn shutdown_refuses_connections_and_restart_keeps_address_and_state() {
     let loki = TestLoki::start().await;
     let address = loki.addr();
-    assert_eq!(
-        post_push(&loki, one_entry_push(r#"{job="a"}"#))
-            .await
-            .status(),
-        204
-    );
+    assert_eq!(post_push(&loki, one_entry_push(r#"{job="a"}"#)).await.status(), 204);
 
     loki.shutdown().await;
     let while_down = reqwest::Client::new()
@@ -563,17 +439,9 @@ async fn shutdown_refuses_connections_and_restart_keeps_address_and_state() {
 
     loki.restart().await;
     assert_eq!(loki.addr(), address);
-    assert_eq!(
-        post_push(&loki, one_entry_push(r#"{job="c"}"#))
-            .await
-            .status(),
-        204
-    );
-    let jobs: Vec<String> = loki
-        .entries()
-        .into_iter()
-        .map(|entry| entry.labels["job"].clone())
-        .collect();
+    assert_eq!(post_push(&loki, one_entry_push(r#"{job="c"}"#)).await.status(), 204);
+    let jobs: Vec<String> =
+        loki.entries().into_iter().map(|entry| entry.labels["job"].clone()).collect();
     assert_eq!(jobs, ["a", "c"]);
     assert_eq!(loki.requests(), 2);
 }
@@ -584,26 +452,15 @@ async fn wait_for_entries_returns_once_enough_arrive() {
     let url = loki.push_url();
     let sender = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let body = body_of(vec![stream(
-            r#"{job="a"}"#,
-            vec![entry(1, "x"), entry(2, "y")],
-        )]);
+        let body = body_of(vec![stream(r#"{job="a"}"#, vec![entry(1, "x"), entry(2, "y")])]);
         let client = reqwest::Client::new();
-        client
-            .post(url)
-            .header("content-type", PROTOBUF)
-            .body(body)
-            .send()
-            .await
+        client.post(url).header("content-type", PROTOBUF).body(body).send().await
     });
 
     let entries = loki.wait_for_entries(2, WAIT).await;
 
     assert_eq!(entries.len(), 2);
-    let response = sender
-        .await
-        .expect("the sender finishes")
-        .expect("the push is answered");
+    let response = sender.await.expect("the sender finishes").expect("the push is answered");
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
 
@@ -611,12 +468,8 @@ async fn wait_for_entries_returns_once_enough_arrive() {
 async fn wait_for_entries_panic(loki: TestLoki, count: usize, timeout: Duration) -> String {
     let waiting = tokio::spawn(async move { loki.wait_for_entries(count, timeout).await });
     let error = waiting.await.expect_err("the wait panics");
-    let payload = error
-        .try_into_panic()
-        .expect("the wait panicked rather than being cancelled");
-    *payload
-        .downcast::<String>()
-        .expect("the panic message is formatted text")
+    let payload = error.try_into_panic().expect("the wait panicked rather than being cancelled");
+    *payload.downcast::<String>().expect("the panic message is formatted text")
 }
 
 #[tokio::test]
@@ -628,10 +481,7 @@ async fn wait_for_entries_panics_at_the_timeout_listing_rejections() {
     let message = wait_for_entries_panic(loki, 1, Duration::from_millis(200)).await;
 
     assert!(message.starts_with("timed out after 200ms waiting for 1 accepted entries"));
-    assert!(
-        message.contains("0 accepted entries in 0 pushes, 1 requests"),
-        "{message}"
-    );
+    assert!(message.contains("0 accepted entries in 0 pushes, 1 requests"), "{message}");
     let rejection = r#"rejections: ["error at least one label pair is required per stream"]"#;
     assert!(message.contains(rejection), "{message}");
 }
@@ -647,10 +497,7 @@ async fn a_handler_panic_is_answered_with_500_and_fails_the_wait_at_once() {
 
     let started = Instant::now();
     let message = wait_for_entries_panic(loki, 1, WAIT).await;
-    assert!(
-        started.elapsed() < WAIT,
-        "the wait fails without waiting for the timeout"
-    );
+    assert!(started.elapsed() < WAIT, "the wait fails without waiting for the timeout");
     assert!(message.contains("handler panicked"), "{message}");
     assert!(message.contains("injected panic"), "{message}");
 }

@@ -42,44 +42,20 @@ async fn reference_example_over_tcp_with_the_real_binary() {
         OutgoingEvent::from_json(T0, &docker_record("/wiki-js", line)),
         OutgoingEvent::from_json(T0 + 1, &with_extra),
     ];
-    send_records(
-        &mut stream,
-        Mode::Message,
-        TimeFormat::EventTime,
-        &events,
-        false,
-    )
-    .await;
+    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &events, false).await;
 
     let entries = loki.wait_for_entries(2, PATIENCE).await;
     assert_eq!(entries[0].labels, docker_labels("/wiki-js"));
-    assert_eq!(
-        entries[0].line, line,
-        "the line exactly as the container wrote it"
-    );
-    assert_eq!(
-        entries[0].timestamp_ns,
-        i128::from(T0),
-        "nanoseconds are kept"
-    );
+    assert_eq!(entries[0].line, line, "the line exactly as the container wrote it");
+    assert_eq!(entries[0].timestamp_ns, i128::from(T0), "nanoseconds are kept");
     assert_eq!(entries[1].labels, docker_labels("/wiki-js"));
     let extra: serde_json::Value = serde_json::from_str(&entries[1].line).unwrap();
-    assert_eq!(
-        extra,
-        json!({"log": "second line", "com.example.team": "web"})
-    );
-    assert!(
-        !entries[1].line.contains(CONTAINER_ID),
-        "container_id is removed"
-    );
+    assert_eq!(extra, json!({"log": "second line", "com.example.team": "web"}));
+    assert!(!entries[1].line.contains(CONTAINER_ID), "container_id is removed");
 
     let push = &loki.pushes()[0];
     assert_eq!(push.content_type, "application/x-protobuf");
-    assert!(
-        push.user_agent.starts_with("fwd2loki/"),
-        "{}",
-        push.user_agent
-    );
+    assert!(push.user_agent.starts_with("fwd2loki/"), "{}", push.user_agent);
     assert_eq!(push.tenant, None);
     assert!(push.streams.iter().all(|stream| stream.labels_sorted));
     assert_eq!(
@@ -90,10 +66,7 @@ async fn reference_example_over_tcp_with_the_real_binary() {
 
     let (code, stdout) = shipper.terminate();
     assert_eq!(code, 0);
-    assert!(
-        stdout.is_empty(),
-        "nothing printed when a Loki URL is set: {stdout}"
-    );
+    assert!(stdout.is_empty(), "nothing printed when a Loki URL is set: {stdout}");
 }
 
 #[tokio::test]
@@ -102,20 +75,10 @@ async fn docker_integer_second_times_arrive_as_whole_seconds() {
     let shipper = Shipper::start(&loki, |_| {}).await;
     let mut stream = shipper.connect().await;
     let events = events(&[docker_record("/app", "a")]);
-    send_records(
-        &mut stream,
-        Mode::Message,
-        TimeFormat::Integer,
-        &events,
-        false,
-    )
-    .await;
+    send_records(&mut stream, Mode::Message, TimeFormat::Integer, &events, false).await;
 
     let entries = loki.wait_for_entries(1, PATIENCE).await;
-    assert_eq!(
-        entries[0].timestamp_ns,
-        i128::from(T0 / 1_000_000_000 * 1_000_000_000)
-    );
+    assert_eq!(entries[0].timestamp_ns, i128::from(T0 / 1_000_000_000 * 1_000_000_000));
     assert_eq!(entries[0].line, "a");
 }
 
@@ -125,28 +88,16 @@ async fn every_mode_delivers_every_event_in_order() {
         let loki = TestLoki::start().await;
         let shipper = Shipper::start(&loki, |_| {}).await;
         let mut stream = shipper.connect().await;
-        let records: Vec<_> = (0..50)
-            .map(|i| docker_record("/app", &format!("{mode:?} line {i}")))
-            .collect();
-        send_records(
-            &mut stream,
-            mode,
-            TimeFormat::EventTime,
-            &events(&records),
-            false,
-        )
-        .await;
+        let records: Vec<_> =
+            (0..50).map(|i| docker_record("/app", &format!("{mode:?} line {i}"))).collect();
+        send_records(&mut stream, mode, TimeFormat::EventTime, &events(&records), false).await;
 
         let entries = loki.wait_for_entries(50, PATIENCE).await;
         for (index, entry) in entries.iter().enumerate() {
             assert_eq!(entry.line, format!("{mode:?} line {index}"));
             assert_eq!(entry.timestamp_ns, i128::from(T0 + index as i64));
         }
-        assert!(
-            loki.rejections().is_empty(),
-            "{mode:?}: {:?}",
-            loki.rejections()
-        );
+        assert!(loki.rejections().is_empty(), "{mode:?}: {:?}", loki.rejections());
     }
 }
 
@@ -158,14 +109,7 @@ async fn acks_answer_every_chunk_in_every_mode() {
     for mode in [Mode::Message, Mode::Forward, Mode::Packed, Mode::Compressed] {
         let records = [docker_record("/app", "x"), docker_record("/app", "y")];
         // send_records fails unless each request's ack echoes its chunk id.
-        send_records(
-            &mut stream,
-            mode,
-            TimeFormat::EventTime,
-            &events(&records),
-            true,
-        )
-        .await;
+        send_records(&mut stream, mode, TimeFormat::EventTime, &events(&records), true).await;
     }
     // Message mode sends two requests, the others one each.
     loki.wait_for_entries(8, PATIENCE).await;
@@ -189,18 +133,9 @@ async fn float_and_ext8_event_times_are_read() {
     stream.write_all(&request).await.unwrap();
 
     let entries = loki.wait_for_entries(2, PATIENCE).await;
-    let mut times: Vec<_> = entries
-        .iter()
-        .map(|e| (e.line.clone(), e.timestamp_ns))
-        .collect();
+    let mut times: Vec<_> = entries.iter().map(|e| (e.line.clone(), e.timestamp_ns)).collect();
     times.sort();
-    assert_eq!(
-        times,
-        [
-            ("ext8".into(), 3_000_000_007),
-            ("float".into(), 1_500_000_000)
-        ]
-    );
+    assert_eq!(times, [("ext8".into(), 3_000_000_007), ("float".into(), 1_500_000_000)]);
 }
 
 #[tokio::test]
@@ -209,14 +144,7 @@ async fn unix_socket_delivers() {
     let shipper = Shipper::start(&loki, |_| {}).await;
     let mut stream = shipper.connect_unix().await;
     let events = events(&[docker_record("/over-unix", "via the socket")]);
-    send_records(
-        &mut stream,
-        Mode::Message,
-        TimeFormat::EventTime,
-        &events,
-        true,
-    )
-    .await;
+    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &events, true).await;
 
     let entries = loki.wait_for_entries(1, PATIENCE).await;
     assert_eq!(entries[0].labels, docker_labels("/over-unix"));
@@ -235,14 +163,7 @@ async fn batches_are_cut_by_size() {
     let mut stream = shipper.connect().await;
     let line = "x".repeat(300);
     let records: Vec<_> = (0..10).map(|_| docker_record("/app", &line)).collect();
-    send_records(
-        &mut stream,
-        Mode::Forward,
-        TimeFormat::EventTime,
-        &events(&records),
-        false,
-    )
-    .await;
+    send_records(&mut stream, Mode::Forward, TimeFormat::EventTime, &events(&records), false).await;
 
     // Three entries of 300 bytes fit in 1000; the tenth waits in the open batch.
     let entries = loki.wait_for_entries(9, PATIENCE).await;
@@ -250,12 +171,7 @@ async fn batches_are_cut_by_size() {
     let pushes = loki.pushes();
     assert_eq!(pushes.len(), 3);
     for push in pushes {
-        let bytes: usize = push
-            .streams
-            .iter()
-            .flat_map(|s| &s.entries)
-            .map(|e| e.line.len())
-            .sum();
+        let bytes: usize = push.streams.iter().flat_map(|s| &s.entries).map(|e| e.line.len()).sum();
         assert_eq!(bytes, 900);
     }
 }
@@ -272,14 +188,7 @@ async fn batches_are_cut_by_time() {
     .await;
     let mut stream = shipper.connect().await;
     let events = events(&[docker_record("/app", "alone")]);
-    send_records(
-        &mut stream,
-        Mode::Message,
-        TimeFormat::EventTime,
-        &events,
-        false,
-    )
-    .await;
+    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &events, false).await;
     let entries = loki.wait_for_entries(1, PATIENCE).await;
     assert_eq!(entries[0].line, "alone");
 }
@@ -292,20 +201,8 @@ async fn streams_are_sorted_by_time_within_a_push() {
     let at = |offset: i64, line: &str| {
         OutgoingEvent::from_json(T0 + offset, &docker_record("/app", line))
     };
-    let events = [
-        at(30, "third"),
-        at(10, "first"),
-        at(20, "second"),
-        at(20, "second-b"),
-    ];
-    send_records(
-        &mut stream,
-        Mode::Forward,
-        TimeFormat::EventTime,
-        &events,
-        false,
-    )
-    .await;
+    let events = [at(30, "third"), at(10, "first"), at(20, "second"), at(20, "second-b")];
+    send_records(&mut stream, Mode::Forward, TimeFormat::EventTime, &events, false).await;
 
     let entries = loki.wait_for_entries(4, PATIENCE).await;
     let lines: Vec<_> = entries.iter().map(|entry| entry.line.as_str()).collect();
@@ -320,14 +217,7 @@ async fn several_containers_make_several_streams_in_one_push() {
     for name in ["/web", "/db", "/cache"] {
         let mut stream = shipper.connect().await;
         let events = events(&[docker_record(name, name)]);
-        send_records(
-            &mut stream,
-            Mode::Message,
-            TimeFormat::EventTime,
-            &events,
-            true,
-        )
-        .await;
+        send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &events, true).await;
     }
     let entries = loki.wait_for_entries(3, PATIENCE).await;
     for entry in entries {
@@ -339,10 +229,7 @@ async fn several_containers_make_several_streams_in_one_push() {
 async fn every_line_format_and_label_sanitising() {
     let record = json!({"container.name": "web", "level": "info", "msg": "two words", "log": "L"});
     let cases = [
-        (
-            LineFormat::Json,
-            r#"{"level":"info","log":"L","msg":"two words"}"#,
-        ),
+        (LineFormat::Json, r#"{"level":"info","log":"L","msg":"two words"}"#),
         (LineFormat::KeyValue, r#"level=info log=L msg="two words""#),
         (LineFormat::Raw, "L"),
     ];
@@ -355,21 +242,11 @@ async fn every_line_format_and_label_sanitising() {
         .await;
         let mut stream = shipper.connect().await;
         let events = events(std::slice::from_ref(&record));
-        send_records(
-            &mut stream,
-            Mode::Message,
-            TimeFormat::EventTime,
-            &events,
-            false,
-        )
-        .await;
+        send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &events, false).await;
 
         let entries = loki.wait_for_entries(1, PATIENCE).await;
         assert_eq!(entries[0].line, expected, "{format:?}");
-        assert_eq!(
-            entries[0].labels["container_name"], "web",
-            "sanitised label name"
-        );
+        assert_eq!(entries[0].labels["container_name"], "web", "sanitised label name");
     }
 }
 
@@ -382,10 +259,7 @@ async fn a_bad_request_closes_only_its_connection_and_keeps_what_came_before() {
 
     // A valid request followed, in the same write, by a request whose tag is not a string.
     let mut bytes = Vec::new();
-    let before = [OutgoingEvent::from_json(
-        T0,
-        &docker_record("/bad", "sent before the garbage"),
-    )];
+    let before = [OutgoingEvent::from_json(T0, &docker_record("/bad", "sent before the garbage"))];
     fwd2loki::forward::client::encode_requests(
         "t",
         Mode::Message,
@@ -398,26 +272,12 @@ async fn a_bad_request_closes_only_its_connection_and_keeps_what_came_before() {
     bad.write_all(&bytes).await.unwrap();
     let mut rest = Vec::new();
     let read = tokio::time::timeout(PATIENCE, bad.read_to_end(&mut rest)).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "the bad connection is closed"
-    );
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the bad connection is closed");
 
     let events = events(&[docker_record("/good", "still flowing")]);
-    send_records(
-        &mut good,
-        Mode::Message,
-        TimeFormat::EventTime,
-        &events,
-        true,
-    )
-    .await;
-    let mut lines: Vec<_> = loki
-        .wait_for_entries(2, PATIENCE)
-        .await
-        .into_iter()
-        .map(|e| e.line)
-        .collect();
+    send_records(&mut good, Mode::Message, TimeFormat::EventTime, &events, true).await;
+    let mut lines: Vec<_> =
+        loki.wait_for_entries(2, PATIENCE).await.into_iter().map(|e| e.line).collect();
     lines.sort();
     assert_eq!(lines, ["sent before the garbage", "still flowing"]);
 }
@@ -430,33 +290,16 @@ async fn heartbeats_are_ignored_and_unknown_shapes_refused() {
     let mut stream = shipper.connect().await;
     stream.write_all(&[0xc0, 0xc0]).await.unwrap();
     let events = events(&[docker_record("/app", "after heartbeats")]);
-    send_records(
-        &mut stream,
-        Mode::Message,
-        TimeFormat::EventTime,
-        &events,
-        true,
-    )
-    .await;
-    assert_eq!(
-        loki.wait_for_entries(1, PATIENCE).await[0].line,
-        "after heartbeats"
-    );
+    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &events, true).await;
+    assert_eq!(loki.wait_for_entries(1, PATIENCE).await[0].line, "after heartbeats");
 
     // A well-formed array of one element: no mode has that shape.
-    for unknown in [
-        &[0x91, 0xa1, b't'][..],
-        &[0x92, 0xa1, b't', 0xc0],
-        &[0xa3, b'a', b'b', b'c'],
-    ] {
+    for unknown in [&[0x91, 0xa1, b't'][..], &[0x92, 0xa1, b't', 0xc0], &[0xa3, b'a', b'b', b'c']] {
         let mut stream = shipper.connect().await;
         stream.write_all(unknown).await.unwrap();
         let mut rest = Vec::new();
         let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
-        assert!(
-            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-            "{unknown:02x?} closes the connection"
-        );
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{unknown:02x?} closes the connection");
     }
 }
 
@@ -465,9 +308,7 @@ async fn requests_split_into_single_bytes_are_reassembled() {
     let loki = TestLoki::start().await;
     let shipper = Shipper::start(&loki, |_| {}).await;
     let mut stream = shipper.connect().await;
-    let records: Vec<_> = (0..3)
-        .map(|i| docker_record("/app", &format!("split {i}")))
-        .collect();
+    let records: Vec<_> = (0..3).map(|i| docker_record("/app", &format!("split {i}"))).collect();
     let mut bytes = Vec::new();
     fwd2loki::forward::client::encode_requests(
         "t",

@@ -224,16 +224,10 @@ impl TestLoki {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind the test Loki to a free port of 127.0.0.1");
-        let addr = listener
-            .local_addr()
-            .expect("the test Loki listener has an address");
+        let addr = listener.local_addr().expect("the test Loki listener has an address");
         let shared = Arc::new(Shared::default());
         let server = RunningServer::spawn(listener, Arc::clone(&shared));
-        TestLoki {
-            addr,
-            shared,
-            server: Mutex::new(Some(server)),
-        }
+        TestLoki { addr, shared, server: Mutex::new(Some(server)) }
     }
 
     /// The address the receiver listens on; it stays the same across [`TestLoki::restart`].
@@ -313,29 +307,21 @@ impl TestLoki {
     /// the number seen. Panics like [`TestLoki::wait_for_entries`].
     pub(crate) async fn wait_for_requests(&self, count: usize, timeout: Duration) -> usize {
         let what = format!("{count} requests");
-        self.wait_until(timeout, &what, |state| {
-            (state.requests >= count).then_some(state.requests)
-        })
-        .await
+        self.wait_until(timeout, &what, |state| (state.requests >= count).then_some(state.requests))
+            .await
     }
 
     /// Stops listening, so that new connections are refused, once in-flight requests are done.
     ///
     /// Recorded state and scripted faults are kept for [`TestLoki::restart`].
     pub(crate) async fn shutdown(&self) {
-        let server = self
-            .server_slot()
-            .take()
-            .expect("the test Loki is already shut down");
+        let server = self.server_slot().take().expect("the test Loki is already shut down");
         server.stop().await;
     }
 
     /// Listens again on the same address after [`TestLoki::shutdown`], keeping recorded state.
     pub(crate) async fn restart(&self) {
-        assert!(
-            self.server_slot().is_none(),
-            "the test Loki is already running"
-        );
+        assert!(self.server_slot().is_none(), "the test Loki is already running");
         let listener = TcpListener::bind(self.addr)
             .await
             .unwrap_or_else(|error| panic!("rebind the test Loki to {}: {error}", self.addr));
@@ -415,10 +401,7 @@ impl Shared {
     /// Takes the fault for the current push: the next queued one, else the default.
     fn next_fault(&self) -> Option<Fault> {
         self.update(|state| {
-            let fault = state
-                .fault_queue
-                .pop_front()
-                .or_else(|| state.default_fault.clone());
+            let fault = state.fault_queue.pop_front().or_else(|| state.default_fault.clone());
             state.faults_applied += usize::from(fault.is_some());
             fault
         })
@@ -447,9 +430,7 @@ struct Recorded {
 impl Recorded {
     fn entries(&self) -> Vec<ReceivedEntry> {
         let streams = self.pushes.iter().flat_map(|push| &push.streams);
-        streams
-            .flat_map(|stream| stream.entries.iter().cloned())
-            .collect()
+        streams.flat_map(|stream| stream.entries.iter().cloned()).collect()
     }
 
     /// A one-line account of what was received, for failure messages.
@@ -478,10 +459,7 @@ impl RunningServer {
         let (stop, stopping) = watch::channel(false);
         let router = Router::new()
             .fallback(handle_request)
-            .with_state(ServerContext {
-                shared,
-                stopping: stopping.clone(),
-            });
+            .with_state(ServerContext { shared, stopping: stopping.clone() });
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(stop_requested(stopping))
@@ -545,9 +523,7 @@ async fn serve_request(server: ServerContext, request: Request) -> Response {
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(body) => body,
         Err(error) => {
-            return server
-                .shared
-                .reject(Rejection::bad_request(format!("read body: {error}")));
+            return server.shared.reject(Rejection::bad_request(format!("read body: {error}")));
         }
     };
     if let Some(fault) = server.shared.next_fault() {
@@ -587,9 +563,7 @@ async fn apply_fault(fault: Fault, stopping: watch::Receiver<bool>) -> Option<Re
 fn fault_response(status: StatusCode, retry_after_seconds: Option<u64>) -> Response {
     let mut response = text_response(status, &format!("injected {}", status.as_u16()));
     if let Some(seconds) = retry_after_seconds {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }
@@ -604,10 +578,9 @@ fn panic_message(error: JoinError) -> String {
     match error.try_into_panic() {
         Ok(payload) => match payload.downcast::<String>() {
             Ok(message) => *message,
-            Err(payload) => payload.downcast_ref::<&str>().map_or_else(
-                || "non-text panic payload".to_owned(),
-                |text| (*text).to_owned(),
-            ),
+            Err(payload) => payload
+                .downcast_ref::<&str>()
+                .map_or_else(|| "non-text panic payload".to_owned(), |text| (*text).to_owned()),
         },
         Err(error) => format!("handler task did not finish: {error}"),
     }
@@ -622,27 +595,18 @@ struct Rejection {
 
 impl Rejection {
     fn bad_request(reason: String) -> Rejection {
-        Rejection {
-            status: StatusCode::BAD_REQUEST,
-            reason,
-        }
+        Rejection { status: StatusCode::BAD_REQUEST, reason }
     }
 }
 
 fn check_route(method: &Method, path: &str) -> Result<(), Rejection> {
     if path != PUSH_PATH {
         let reason = format!("404 page not found: {method} {path}");
-        return Err(Rejection {
-            status: StatusCode::NOT_FOUND,
-            reason,
-        });
+        return Err(Rejection { status: StatusCode::NOT_FOUND, reason });
     }
     if method != Method::POST {
         let reason = format!("method {method} not allowed on {path}");
-        return Err(Rejection {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            reason,
-        });
+        return Err(Rejection { status: StatusCode::METHOD_NOT_ALLOWED, reason });
     }
     Ok(())
 }
@@ -724,16 +688,9 @@ fn validate_push_request(
 ) -> Result<Vec<ReceivedStream>, Rejection> {
     if request.streams.is_empty() {
         let reason = MISSING_STREAMS_MESSAGE.to_owned();
-        return Err(Rejection {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            reason,
-        });
+        return Err(Rejection { status: StatusCode::UNPROCESSABLE_ENTITY, reason });
     }
-    request
-        .streams
-        .into_iter()
-        .map(|stream| validate_stream(stream, tenant))
-        .collect()
+    request.streams.into_iter().map(|stream| validate_stream(stream, tenant)).collect()
 }
 
 fn validate_stream(
@@ -750,12 +707,7 @@ fn validate_stream(
         .collect::<Result<Vec<_>, _>>()
         .map_err(Rejection::bad_request)?;
     check_entry_order(&entries, &label_string).map_err(Rejection::bad_request)?;
-    Ok(ReceivedStream {
-        label_string,
-        labels,
-        labels_sorted,
-        entries,
-    })
+    Ok(ReceivedStream { label_string, labels, labels_sorted, entries })
 }
 
 /// Parses and checks a stream's labels as Loki does, returning them with whether the names were
@@ -768,16 +720,12 @@ fn validate_label_string(label_string: &str) -> Result<(BTreeMap<String, String>
     for (name, value) in &pairs {
         check_label(label_string, name, value)?;
         if !seen.insert(name.as_str()) {
-            return Err(format!(
-                "stream '{label_string}' has duplicate label name: '{name}'"
-            ));
+            return Err(format!("stream '{label_string}' has duplicate label name: '{name}'"));
         }
     }
     // Like Prometheus, Loki treats a label with an empty value as absent and drops it.
-    let labels: BTreeMap<String, String> = pairs
-        .into_iter()
-        .filter(|(_, value)| !value.is_empty())
-        .collect();
+    let labels: BTreeMap<String, String> =
+        pairs.into_iter().filter(|(_, value)| !value.is_empty()).collect();
     if labels.is_empty() {
         return Err(MISSING_LABELS_MESSAGE.to_owned());
     }
@@ -792,19 +740,13 @@ fn validate_label_string(label_string: &str) -> Result<(BTreeMap<String, String>
 
 fn check_label(label_string: &str, name: &str, value: &str) -> Result<(), String> {
     if name.starts_with("__") {
-        return Err(format!(
-            "stream '{label_string}' has reserved label name: '{name}'"
-        ));
+        return Err(format!("stream '{label_string}' has reserved label name: '{name}'"));
     }
     if name.len() > MAX_LABEL_NAME_BYTES {
-        return Err(format!(
-            "stream '{label_string}' has label name too long: '{name}'"
-        ));
+        return Err(format!("stream '{label_string}' has label name too long: '{name}'"));
     }
     if value.len() > MAX_LABEL_VALUE_BYTES {
-        return Err(format!(
-            "stream '{label_string}' has label value too long: '{value}'"
-        ));
+        return Err(format!("stream '{label_string}' has label value too long: '{value}'"));
     }
     Ok(())
 }
@@ -842,9 +784,7 @@ fn timestamp_nanos(
 ) -> Result<i128, String> {
     // Loki would read a missing timestamp as year 1 and reject it as too old.
     let Some(proto::Timestamp { seconds, nanos }) = timestamp else {
-        return Err(format!(
-            "entry for stream '{label_string}' has no timestamp"
-        ));
+        return Err(format!("entry for stream '{label_string}' has no timestamp"));
     };
     if !(0..NANOS_PER_SECOND).contains(&nanos) {
         return Err(format!(
@@ -877,29 +817,20 @@ fn validate_structured_metadata(
             pairs.len()
         ));
     }
-    let size: usize = pairs
-        .iter()
-        .map(|pair| pair.name.len() + pair.value.len())
-        .sum();
+    let size: usize = pairs.iter().map(|pair| pair.name.len() + pair.value.len()).sum();
     if size > MAX_STRUCTURED_METADATA_BYTES {
         return Err(format!(
             "stream '{label_string}' has structured metadata too large: '{size}' bytes, limit: \
              '{MAX_STRUCTURED_METADATA_BYTES}' bytes"
         ));
     }
-    Ok(pairs
-        .into_iter()
-        .map(|pair| (pair.name, pair.value))
-        .collect())
+    Ok(pairs.into_iter().map(|pair| (pair.name, pair.value)).collect())
 }
 
 /// Enforces fwd2loki's promise that the entries of one stream in one push never go back in
 /// time. Loki itself accepts them in any order within its out-of-order window.
 fn check_entry_order(entries: &[ReceivedEntry], label_string: &str) -> Result<(), String> {
-    match entries
-        .windows(2)
-        .find(|pair| pair[1].timestamp_ns < pair[0].timestamp_ns)
-    {
+    match entries.windows(2).find(|pair| pair[1].timestamp_ns < pair[0].timestamp_ns) {
         None => Ok(()),
         Some(pair) => Err(format!(
             "entry out of order for stream '{label_string}': timestamp {} ns follows {} ns",
@@ -911,9 +842,7 @@ fn check_entry_order(entries: &[ReceivedEntry], label_string: &str) -> Result<()
 /// Whether `name` is a valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub(crate) fn is_valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+    chars.next().is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
         && chars.all(|rest| rest.is_ascii_alphanumeric() || rest == '_')
 }
 
@@ -953,10 +882,7 @@ impl SelectorParser<'_> {
         self.skip_whitespace();
         match self.peek() {
             None => Ok(pairs),
-            Some(found) => Err(format!(
-                "unexpected {found:?} after '}}' at offset {}",
-                self.pos
-            )),
+            Some(found) => Err(format!("unexpected {found:?} after '}}' at offset {}", self.pos)),
         }
     }
 
@@ -972,10 +898,7 @@ impl SelectorParser<'_> {
     /// Reads everything up to the next delimiter, so that a bad name is reported whole.
     fn label_name(&mut self) -> Result<String, String> {
         let start = self.pos;
-        while self
-            .peek()
-            .is_some_and(|c| !is_whitespace(c) && !"{}=!~,\"'`".contains(c))
-        {
+        while self.peek().is_some_and(|c| !is_whitespace(c) && !"{}=!~,\"'`".contains(c)) {
             self.bump();
         }
         let name = &self.input[start..self.pos];
@@ -1030,9 +953,7 @@ impl SelectorParser<'_> {
             '\\' => b'\\',
             c if c == quote => c as u8,
             '0'..='7' => {
-                let high = escaped
-                    .to_digit(8)
-                    .expect("the pattern matched an octal digit");
+                let high = escaped.to_digit(8).expect("the pattern matched an octal digit");
                 let value = high * 64 + self.digits(2, 8)?;
                 u8::try_from(value).map_err(|_| format!("octal escape \\{value:o} above 255"))?
             }
@@ -1095,11 +1016,7 @@ impl SelectorParser<'_> {
     }
 
     fn expect(&mut self, expected: char) -> Result<(), String> {
-        if self.eat(expected) {
-            Ok(())
-        } else {
-            Err(self.unexpected(&format!("{expected:?}")))
-        }
+        if self.eat(expected) { Ok(()) } else { Err(self.unexpected(&format!("{expected:?}"))) }
     }
 
     fn skip_whitespace(&mut self) {
@@ -1110,10 +1027,7 @@ impl SelectorParser<'_> {
 
     fn unexpected(&self, expected: &str) -> String {
         match self.peek() {
-            Some(found) => format!(
-                "expected {expected} at offset {}, found {found:?}",
-                self.pos
-            ),
+            Some(found) => format!("expected {expected} at offset {}, found {found:?}", self.pos),
             None => format!("expected {expected} at offset {}, found the end", self.pos),
         }
     }

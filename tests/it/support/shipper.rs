@@ -36,29 +36,20 @@ pub(crate) fn docker_record(container_name: &str, line: &str) -> serde_json::Val
 
 /// The labels the default configuration gives a Docker record of `container_name`.
 pub(crate) fn docker_labels(container_name: &str) -> BTreeMap<String, String> {
-    [
-        ("container_name", container_name),
-        ("hostname", HOSTNAME),
-        ("job", "fluent-bit"),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), value.to_owned()))
-    .collect()
+    [("container_name", container_name), ("hostname", HOSTNAME), ("job", "fluent-bit")]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
 }
 
 /// A configuration for tests: TCP on an ephemeral loopback port plus a Unix socket in `dir`,
 /// pushing to `loki`, with a short batch wait.
 pub(crate) fn test_config(loki: &TestLoki, dir: &Path) -> Config {
     let mut config = Config::default();
-    config.input.listen = vec![
-        ListenAddr::Tcp("127.0.0.1:0".into()),
-        ListenAddr::Unix(dir.join("fwd2loki.sock")),
-    ];
+    config.input.listen =
+        vec![ListenAddr::Tcp("127.0.0.1:0".into()), ListenAddr::Unix(dir.join("fwd2loki.sock"))];
     config.loki.url = Some(loki.push_url());
-    config
-        .loki
-        .labels
-        .insert("hostname".into(), HOSTNAME.into());
+    config.loki.labels.insert("hostname".into(), HOSTNAME.into());
     config.loki.batch_wait = Duration::from_millis(100);
     config.loki.min_backoff = Duration::from_millis(20);
     config.loki.max_backoff = Duration::from_millis(200);
@@ -82,30 +73,19 @@ impl Shipper {
         let mut config = test_config(loki, dir.path());
         edit(&mut config);
         let pipeline = Pipeline::start(&config).await.expect("fwd2loki starts");
-        let tcp = pipeline.listen_addrs()[0]
-            .parse()
-            .expect("first listener is TCP");
+        let tcp = pipeline.listen_addrs()[0].parse().expect("first listener is TCP");
         let unix = dir.path().join("fwd2loki.sock");
-        Shipper {
-            pipeline,
-            tcp,
-            unix,
-            _dir: dir,
-        }
+        Shipper { pipeline, tcp, unix, _dir: dir }
     }
 
     /// A new TCP connection to the shipper.
     pub(crate) async fn connect(&self) -> TcpStream {
-        TcpStream::connect(self.tcp)
-            .await
-            .expect("connects to fwd2loki")
+        TcpStream::connect(self.tcp).await.expect("connects to fwd2loki")
     }
 
     /// A new Unix-socket connection to the shipper.
     pub(crate) async fn connect_unix(&self) -> UnixStream {
-        UnixStream::connect(&self.unix)
-            .await
-            .expect("connects to fwd2loki's socket")
+        UnixStream::connect(&self.unix).await.expect("connects to fwd2loki's socket")
     }
 
     /// The shipper's metrics.
@@ -118,8 +98,8 @@ impl Shipper {
         self.pipeline.buffered_bytes()
     }
 
-    /// Shuts down as on SIGTERM; true when everything was delivered.
-    pub(crate) async fn stop(self, timeout: Duration) -> bool {
+    /// Shuts down as on SIGTERM.
+    pub(crate) async fn stop(self, timeout: Duration) -> fwd2loki::pipeline::ShutdownOutcome {
         self.pipeline.shutdown(timeout).await
     }
 }
@@ -137,17 +117,8 @@ pub(crate) async fn send_records<S>(
 {
     let mut requests = Vec::new();
     let chunk = ack.then_some("dGVzdC1jaHVuay1pZA==");
-    let chunks = encode_requests(
-        "docker.test",
-        mode,
-        time_format,
-        events,
-        chunk,
-        &mut requests,
-    );
-    send_requests(stream, &requests, &chunks)
-        .await
-        .expect("requests are sent and acknowledged");
+    let chunks = encode_requests("docker.test", mode, time_format, events, chunk, &mut requests);
+    send_requests(stream, &requests, &chunks).await.expect("requests are sent and acknowledged");
 }
 
 /// fwd2loki run as its own process, from the binary cargo built.
@@ -177,12 +148,7 @@ impl BinaryShipper {
         let stderr = child.stderr.take().expect("stderr is piped");
         let tcp = wait_for_listen_address(stderr);
         let stdout = child.stdout.take();
-        BinaryShipper {
-            child,
-            tcp,
-            stdout,
-            _dir: dir,
-        }
+        BinaryShipper { child, tcp, stdout, _dir: dir }
     }
 
     /// The process id, to read its memory use from /proc.
@@ -193,20 +159,14 @@ impl BinaryShipper {
     /// Sends SIGTERM and waits for the exit code.
     pub(crate) fn terminate(mut self) -> (i32, String) {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
         assert!(status.success(), "SIGTERM is delivered");
         let exit = self.child.wait().expect("fwd2loki exits");
         let mut stdout = String::new();
         if let Some(mut out) = self.stdout.take() {
             std::io::Read::read_to_string(&mut out, &mut stdout).expect("stdout is readable");
         }
-        (
-            exit.code().expect("exited normally, not by a signal"),
-            stdout,
-        )
+        (exit.code().expect("exited normally, not by a signal"), stdout)
     }
 }
 
@@ -234,9 +194,7 @@ fn wait_for_listen_address(stderr: std::process::ChildStderr) -> SocketAddr {
             }
         }
     });
-    let listen = found_rx
-        .recv_timeout(PATIENCE)
-        .expect("fwd2loki reports its listen address");
+    let listen = found_rx.recv_timeout(PATIENCE).expect("fwd2loki reports its listen address");
     listen.parse().expect("the listen address is ip:port")
 }
 
@@ -254,14 +212,7 @@ pub(crate) fn run_binary(args: &[&str]) -> (i32, String) {
 /// A process's resident memory in bytes, read from `/proc/<pid>/status`.
 pub(crate) fn resident_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .expect("VmRSS line");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("a number");
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS line");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number");
     kib * 1024
 }
