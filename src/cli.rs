@@ -23,6 +23,11 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Send records to a forward-protocol server, for checks and demos.
     Send(SendArgs),
+    /// Check a running fwd2loki's /health endpoint (for container health checks).
+    Health(HealthArgs),
+    /// Work with configuration files: convert a fluent-bit configuration to fwd2loki's.
+    #[command(subcommand)]
+    Config(crate::config_cmd::ConfigCommand),
 }
 
 /// Options of `fwd2loki run`; each overrides the config file's key of the same meaning.
@@ -31,6 +36,15 @@ pub(crate) struct RunArgs {
     /// TOML configuration file.
     #[arg(short, long, env = "FWD2LOKI_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+    /// fluent-bit configuration file (classic format) to convert and run with, instead of
+    /// --config; what it asks that fwd2loki does not do is logged as warnings.
+    #[arg(
+        long,
+        env = "FWD2LOKI_FLUENT_BIT_CONFIG",
+        value_name = "FILE",
+        conflicts_with = "config"
+    )]
+    pub(crate) fluent_bit_config: Option<PathBuf>,
     /// Listen address, `host:port` or `unix:/path` (input.listen); repeat for several.
     #[arg(long, env = "FWD2LOKI_LISTEN", value_delimiter = ',')]
     pub(crate) listen: Vec<String>,
@@ -49,6 +63,9 @@ pub(crate) struct RunArgs {
     /// Log filter, e.g. info or fwd2loki=debug (log.level).
     #[arg(long, env = "FWD2LOKI_LOG_LEVEL")]
     pub(crate) log_level: Option<String>,
+    /// Address of /metrics, /health and /ready, or "" for none (server.listen).
+    #[arg(long, env = "FWD2LOKI_SERVER_LISTEN")]
+    pub(crate) server_listen: Option<String>,
     /// Log format (log.format).
     #[arg(long, env = "FWD2LOKI_LOG_FORMAT", value_enum)]
     pub(crate) log_format: Option<LogFormat>,
@@ -64,6 +81,7 @@ impl RunArgs {
             batch_size: self.batch_size.clone(),
             log_level: self.log_level.clone(),
             log_format: self.log_format,
+            server_listen: self.server_listen.clone(),
         }
     }
 }
@@ -90,4 +108,12 @@ pub(crate) struct SendArgs {
     /// stdin, one per line: a JSON object as it is, any other line as {"log": line}.
     #[arg(short, long)]
     pub(crate) record: Vec<String>,
+}
+
+/// Options of `fwd2loki health`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HealthArgs {
+    /// The endpoint to ask.
+    #[arg(long, default_value = "http://127.0.0.1:24231/health")]
+    pub(crate) url: String,
 }

@@ -29,6 +29,23 @@ pub struct Config {
     pub buffer: BufferConfig,
     /// fwd2loki's own logs.
     pub log: LogConfig,
+    /// The HTTP endpoints for operators.
+    pub server: ServerConfig,
+}
+
+/// The HTTP endpoints: `/metrics`, `/health` and `/ready`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port` to serve on, or `""` for no HTTP server. Default is `127.0.0.1:24231`:
+    /// loopback only, so that exposing metrics to the network is a choice.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:24231".to_owned() }
+    }
 }
 
 impl Default for Config {
@@ -39,6 +56,7 @@ impl Default for Config {
             loki: LokiConfig::default(),
             buffer: BufferConfig::default(),
             log: LogConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -337,6 +355,8 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// `log.format`.
     pub log_format: Option<LogFormat>,
+    /// `server.listen`.
+    pub server_listen: Option<String>,
 }
 
 impl Config {
@@ -357,6 +377,25 @@ impl Config {
                 path: path.unwrap_or(Path::new("")).to_owned(),
                 message: error.to_string(),
             })?;
+        overrides.apply_to(&mut table);
+        Self::from_table(table)
+    }
+
+    /// Reads a configuration from TOML `text` that did not come from a file of its own (such as
+    /// a converted fluent-bit configuration, `source`), applies `overrides` and checks the result
+    /// as [`Config::load`] does.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `source` or the key at fault.
+    pub fn load_text(
+        text: &str,
+        source: &Path,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
+            ConfigError::Syntax { path: source.to_owned(), message: error.to_string() }
+        })?;
         overrides.apply_to(&mut table);
         Self::from_table(table)
     }
@@ -465,6 +504,7 @@ impl Overrides {
             ("loki", "batch_wait", &self.batch_wait),
             ("loki", "batch_size", &self.batch_size),
             ("log", "level", &self.log_level),
+            ("server", "listen", &self.server_listen),
         ];
         for (section, key, value) in strings {
             if let Some(value) = value {

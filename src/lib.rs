@@ -28,4 +28,5 @@ pub mod loki;
 pub mod metrics;
 pub mod msgpack;
 pub mod pipeline;
+pub mod server;
 pub mod transform;

@@ -166,6 +166,13 @@ impl Metrics {
         );
         let version = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         r.register("build", "fwd2loki's version", version);
+        // Known reasons start at zero, so that rates and alerts work before the first event.
+        for reason in ["line_too_long", "loki_400", "loki_413"] {
+            metrics.dropped(reason, 0);
+        }
+        for reason in ["invalid_msgpack", "unknown_shape", "message_too_large"] {
+            metrics.input_errors.get_or_create(&ReasonLabels { reason }).inc_by(0);
+        }
         Self { registry, ..metrics }
     }
 

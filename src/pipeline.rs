@@ -134,7 +134,10 @@ impl Pipeline {
         for address in &config.input.listen {
             listeners.push(Listener::bind(address).await?);
         }
-        let listen_addrs = listeners.iter().map(Listener::local_addr).collect();
+        let listen_addrs: Vec<String> = listeners.iter().map(Listener::local_addr).collect();
+        for address in &listen_addrs {
+            info!(listen = %address, "accepting forward connections");
+        }
 
         let (entry_tx, entry_rx) = mpsc::channel(ENTRY_QUEUE_GROUPS);
         let (batch_tx, batch_rx) = mpsc::channel(PUSH_QUEUE_BATCHES);

@@ -12,6 +12,9 @@ use tracing::{Instrument, error, info, info_span};
 use crate::config::ListenAddr;
 use crate::forward::connection::{self, ConnectionShared};
 
+/// How long, at shutdown, to wait for one more connection already queued by the kernel.
+const BACKLOG_DRAIN: Duration = Duration::from_millis(10);
+
 /// A bound listening socket.
 #[derive(Debug)]
 pub enum Listener {
@@ -66,7 +69,6 @@ impl Listener {
     /// tracked by `connections`.
     pub(crate) async fn serve(self, shared: Arc<ConnectionShared>, connections: TaskTracker) {
         let local = self.local_addr();
-        info!(listen = %local, "accepting forward connections");
         let mut failures = 0u32;
         loop {
             let accepted = tokio::select! {
@@ -87,6 +89,11 @@ impl Listener {
                     tokio::time::sleep(wait).await;
                 }
             }
+        }
+        // Clients whose connections the kernel has already completed may have sent data
+        // believing it delivered: take them in too, and they are read like every other.
+        while let Ok(Ok(connection)) = tokio::time::timeout(BACKLOG_DRAIN, self.accept()).await {
+            spawn_connection(connection, &local, &shared, &connections);
         }
         if let Self::Unix(_, path) = &self {
             let _ = std::fs::remove_file(path);

@@ -49,7 +49,7 @@ fn flags_and_environment_are_checked_like_the_file() {
 #[test]
 fn an_unusable_listen_address_exits_2_naming_the_key() {
     // 192.0.2.1 is TEST-NET-1: never a local address, so binding fails without any traffic.
-    let (code, stderr) = run_binary(&["--listen", "192.0.2.1:24224"]);
+    let (code, stderr) = run_binary(&["--listen", "192.0.2.1:24224", "--server-listen", ""]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("input.listen: cannot listen on 192.0.2.1:24224"), "{stderr}");
 }

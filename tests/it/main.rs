@@ -5,5 +5,6 @@ mod delivery;
 mod disk_buffer;
 mod fluent_logger;
 mod loki_receiver;
+mod observability;
 mod pipeline;
 mod support;

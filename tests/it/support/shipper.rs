@@ -124,31 +124,52 @@ pub(crate) async fn send_records<S>(
 /// fwd2loki run as its own process, from the binary cargo built.
 pub(crate) struct BinaryShipper {
     child: Child,
-    /// The TCP address it listens on.
+    /// The TCP address it listens on for forward clients.
     pub(crate) tcp: SocketAddr,
+    /// The address of its HTTP endpoints (/metrics, /health, /ready).
+    pub(crate) http: SocketAddr,
     stdout: Option<std::process::ChildStdout>,
+    /// Every line it wrote to standard error so far.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
 impl BinaryShipper {
-    /// Starts the binary with the TOML `config` (a listen address is added by this function)
-    /// and waits until it accepts connections.
+    /// Starts the binary with the TOML `config` and waits until it accepts connections. The
+    /// forward listener and, unless `config` has a `[server]` section, the HTTP endpoints are
+    /// put on ephemeral loopback ports.
     pub(crate) fn start(config: &str) -> BinaryShipper {
+        Self::start_with_args(config, &[])
+    }
+
+    /// Like [`BinaryShipper::start`], with extra command-line arguments.
+    pub(crate) fn start_with_args(config: &str, args: &[&str]) -> BinaryShipper {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("fwd2loki.toml");
+        let mut config = config.to_owned();
+        if !config.contains("[server]") {
+            config.push_str("\n[server]\nlisten = \"127.0.0.1:0\"\n");
+        }
         std::fs::write(&path, config).expect("config file is written");
         let mut child = Command::new(env!("CARGO_BIN_EXE_fwd2loki"))
             .args(["--config", path.to_str().expect("UTF-8 path")])
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the fwd2loki binary starts");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let tcp = wait_for_listen_address(stderr);
+        let logs = std::sync::Arc::default();
+        let (tcp, http) = wait_for_addresses(stderr, std::sync::Arc::clone(&logs));
         let stdout = child.stdout.take();
-        BinaryShipper { child, tcp, stdout, _dir: dir }
+        BinaryShipper { child, tcp, http, stdout, logs, _dir: dir }
+    }
+
+    /// The lines written to standard error so far.
+    pub(crate) fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lines").clone()
     }
 
     /// The process id, to read its memory use from /proc.
@@ -177,25 +198,44 @@ impl Drop for BinaryShipper {
     }
 }
 
-/// Reads the JSON logs until the listener reports its address; keeps draining stderr after.
-fn wait_for_listen_address(stderr: std::process::ChildStderr) -> SocketAddr {
+/// Reads the JSON logs until the forward listener and the HTTP server report their addresses
+/// (or the process says it is ready without an HTTP server); keeps draining stderr after.
+fn wait_for_addresses(
+    stderr: std::process::ChildStderr,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> (SocketAddr, SocketAddr) {
     let (found_tx, found_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut found_tx = Some(found_tx);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("fwd2loki: {line}");
-            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
+            logs.lock().expect("log lines").push(line.clone());
+            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let address = || log["listen"].as_str().unwrap_or_default().to_owned();
+            let found = match log["message"].as_str() {
+                Some("accepting forward connections") => Some(("forward", address())),
+                Some("serving /metrics, /health and /ready") => Some(("http", address())),
+                Some("fwd2loki started") => Some(("started", String::new())),
+                _ => None,
             };
-            if log["message"] == "accepting forward connections" {
-                if let Some(tx) = found_tx.take() {
-                    let _ = tx.send(log["listen"].as_str().unwrap_or_default().to_owned());
-                }
+            if let Some(found) = found {
+                let _ = found_tx.send(found);
             }
         }
     });
-    let listen = found_rx.recv_timeout(PATIENCE).expect("fwd2loki reports its listen address");
-    listen.parse().expect("the listen address is ip:port")
+    let (mut forward, mut http) = (None, None);
+    loop {
+        let (kind, address) =
+            found_rx.recv_timeout(PATIENCE).expect("fwd2loki reports its addresses");
+        match kind {
+            "forward" => forward = Some(address),
+            "http" => http = Some(address),
+            _ => break,
+        }
+    }
+    let forward = forward.expect("a forward listener").parse().expect("ip:port");
+    let http =
+        http.map_or_else(|| "0.0.0.0:0".parse().expect("valid"), |a| a.parse().expect("ip:port"));
+    (forward, http)
 }
 
 /// Runs the binary with `args` and returns its exit code and standard error.
