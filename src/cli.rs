@@ -25,6 +25,8 @@ pub(crate) enum Command {
     Send(SendArgs),
     /// Check a running fwd2loki's /health endpoint (for container health checks).
     Health(HealthArgs),
+    /// Measure throughput, CPU and memory end to end, against the decode-only limit.
+    Bench(crate::bench_cmd::BenchArgs),
     /// Work with configuration files: convert a fluent-bit configuration to fwd2loki's.
     #[command(subcommand)]
     Config(crate::config_cmd::ConfigCommand),

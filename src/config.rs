@@ -75,6 +75,25 @@ pub struct InputConfig {
     /// Largest size a gzip-compressed request may inflate to. Default is 64 MiB.
     #[serde(deserialize_with = "de_size")]
     pub max_decompressed_bytes: u64,
+    /// Most connections open at once; more are closed as soon as they are accepted.
+    /// Default is 4096.
+    pub max_connections: usize,
+    /// A connection that receives nothing for this long while a request is incomplete (or,
+    /// with a shared key, before it answers HELO) is closed. A connection idle *between*
+    /// requests stays open: Docker keeps one per container, and a line written into a
+    /// connection the server has closed is lost. Default is 5 min.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// A file holding the forward protocol's shared key; with it, clients must pass the
+    /// HELO/PING/PONG handshake. Docker's driver cannot, so leave it unset for Docker.
+    /// The variable `FWD2LOKI_SHARED_KEY` sets the key instead of a file. Default is none.
+    pub shared_key_file: Option<PathBuf>,
+    /// The name the server gives clients in the handshake. Default is this host's name.
+    pub self_hostname: Option<String>,
+    /// Users that must also authenticate in the handshake. Default is none.
+    pub users: Vec<ForwardUser>,
+    /// TLS on the TCP listeners. Default is none (plain TCP).
+    pub tls: Option<ForwardTls>,
 }
 
 impl Default for InputConfig {
@@ -83,8 +102,36 @@ impl Default for InputConfig {
             listen: vec![ListenAddr::Tcp("0.0.0.0:24224".into())],
             max_message_bytes: 8 << 20,
             max_decompressed_bytes: 64 << 20,
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(300),
+            shared_key_file: None,
+            self_hostname: None,
+            users: Vec::new(),
+            tls: None,
         }
     }
+}
+
+/// A user of the forward handshake.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardUser {
+    /// The username.
+    pub username: String,
+    /// A file holding the password.
+    pub password_file: PathBuf,
+}
+
+/// TLS settings of the forward listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardTls {
+    /// The server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// The server's private key (PEM).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM); when set, clients must present a certificate signed by one.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// A listen address.
@@ -192,6 +239,30 @@ pub struct LokiConfig {
     /// Time limit of one push request. Default is 10 s.
     #[serde(deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// A file holding a bearer token for Loki, read again whenever it changes (rotated
+    /// tokens are used without a restart). `FWD2LOKI_LOKI_BEARER_TOKEN` sets a fixed token
+    /// instead. Default is none.
+    pub bearer_token_file: Option<PathBuf>,
+    /// The username for basic auth. Default is none.
+    pub basic_auth_user: Option<String>,
+    /// A file holding the basic-auth password, read again whenever it changes.
+    /// `FWD2LOKI_LOKI_PASSWORD` sets a fixed password instead. Default is none.
+    pub basic_auth_password_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for Loki's TLS certificate, besides the system's.
+    /// Default is none.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate chain (PEM) for Loki's mutual TLS, with `key_file`.
+    /// Default is none.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM). Default is none.
+    pub key_file: Option<PathBuf>,
+    /// Accept any certificate from Loki. Only for tests: anyone on the path can read and
+    /// change the pushes, and credentials sent with them. Default is false.
+    pub insecure_skip_verify: bool,
+    /// Most streams in use at once (the cardinality guard). Entries of new streams past it go
+    /// to one overflow stream, the static labels plus `stream_overflow="true"`, counted in
+    /// `fwd2loki_stream_overflow_entries_total`. Default is 2000.
+    pub max_streams: usize,
     /// Shortest wait before a push is retried; waits double up to `max_backoff`, with full
     /// jitter. Default is 500 ms.
     #[serde(deserialize_with = "de_duration")]
@@ -214,6 +285,47 @@ pub struct LokiConfig {
     /// When one key is left, its value is the line rather than an object of one key, so a
     /// plain Docker record arrives as the text the container wrote. Default is true.
     pub drop_single_key: bool,
+    /// Join the records Docker splits a line of more than 16 KiB into (marked with
+    /// `partial_message`, `partial_id`, `partial_ordinal` and `partial_last`) back into one
+    /// entry holding the whole line, per connection; the partial keys then never reach Loki.
+    /// When false, each part is an entry of its own, partial keys included. Default is true.
+    pub reassemble_partials: bool,
+    /// How long a line being joined waits for its next part before it is shipped as far as it
+    /// got. Docker sends the parts of a line back to back, so only a lost part or a program
+    /// pausing in the middle of a line waits this long. Default is 5 s.
+    #[serde(deserialize_with = "de_duration")]
+    pub partial_timeout: Duration,
+    /// Most bytes of text a split line is joined to; the rest of a longer line is skipped
+    /// (counted), which bounds what a connection holds. The joined line then meets
+    /// `max_line_bytes` like any other. Default is 1 MiB, four times Loki's default line limit,
+    /// so that normally `max_line_bytes` decides.
+    #[serde(deserialize_with = "de_size")]
+    pub max_partial_bytes: u64,
+    /// Give the entries of a stream strictly increasing timestamps in arrival order: an entry
+    /// that is not after the previous one of its stream is moved to 1 ns after it. Loki returns
+    /// entries of equal timestamps in any order, and Docker's timestamps are whole seconds
+    /// unless `fluentd-sub-second-precision` is set. Default is true.
+    pub keep_arrival_order: bool,
+    /// How much older than the previous entry of its stream an entry may be and still be moved
+    /// after it; an older entry keeps its own time (counted). Default is 1 s, the resolution of
+    /// Docker's default timestamps, so no entry moves by more than its source's precision.
+    #[serde(deserialize_with = "de_duration")]
+    pub order_window: Duration,
+    /// Record keys sent as structured metadata (Loki 3) instead of in the line or the labels,
+    /// e.g. `["container_id"]` to keep it searchable without a label for every container.
+    /// Names Loki would reject are made valid as for `label_keys`. A key listed here is kept
+    /// even when `remove_keys` lists it too. Default is none.
+    pub structured_metadata_keys: Vec<String>,
+    /// A record key whose value is the entry's tenant (`X-Scope-OrgID`); the key leaves the
+    /// line. A record without it, or with a value Loki does not accept as a tenant id, goes to
+    /// `tenant_id` (or to no tenant). Default is none.
+    pub tenant_key: Option<String>,
+    /// Labels taken from nested record values: record paths such as `kubernetes.labels.app`
+    /// mapped to label names. A path may be written as dotted keys or nested tables; a record
+    /// key that itself contains dots is found too. The record, and so the line, is left as it
+    /// is (use `remove_keys` to drop a key). Default is none.
+    #[serde(deserialize_with = "de_label_map")]
+    pub label_map: BTreeMap<String, String>,
 }
 
 impl Default for LokiConfig {
@@ -229,6 +341,14 @@ impl Default for LokiConfig {
             oversized_lines: OversizedLines::Truncate,
             max_concurrent_pushes: 1,
             timeout: Duration::from_secs(10),
+            bearer_token_file: None,
+            basic_auth_user: None,
+            basic_auth_password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            insecure_skip_verify: false,
+            max_streams: 2000,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             labels: BTreeMap::from([
@@ -240,7 +360,58 @@ impl Default for LokiConfig {
             line_format: LineFormat::Json,
             line_key: "log".to_owned(),
             drop_single_key: true,
+            reassemble_partials: true,
+            partial_timeout: Duration::from_secs(5),
+            max_partial_bytes: 1 << 20,
+            keep_arrival_order: true,
+            order_window: Duration::from_secs(1),
+            structured_metadata_keys: Vec::new(),
+            tenant_key: None,
+            label_map: BTreeMap::new(),
         }
+    }
+}
+
+impl LokiConfig {
+    /// Checks the keys that say where record values go: labels, structured metadata, tenant.
+    fn check_record_rules(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Key { key: key.into(), message };
+        if self.reassemble_partials && self.partial_timeout.is_zero() {
+            return Err(invalid("loki.partial_timeout", "must be greater than zero".into()));
+        }
+        if self.max_partial_bytes == 0 {
+            return Err(invalid("loki.max_partial_bytes", "must be greater than zero".into()));
+        }
+        let is_label_key = |key: &String| self.label_keys.contains(key);
+        if let Some(key) = self.structured_metadata_keys.iter().find(|key| is_label_key(key)) {
+            let message = format!("{key:?} is in label_keys too; it can be one or the other");
+            return Err(invalid("loki.structured_metadata_keys", message));
+        }
+        if let Some(key) = &self.tenant_key {
+            if key.is_empty() {
+                return Err(invalid("loki.tenant_key", "must not be empty".into()));
+            }
+            if is_label_key(key) || self.structured_metadata_keys.contains(key) {
+                let message = format!(
+                    "{key:?} is in label_keys or structured_metadata_keys; to keep the tenant as \
+                     a label too, map it with label_map"
+                );
+                return Err(invalid("loki.tenant_key", message));
+            }
+        }
+        for (path, name) in &self.label_map {
+            if path.is_empty() || path.starts_with('.') || path.ends_with('.') {
+                return Err(invalid("loki.label_map", format!("{path:?} is not a record path")));
+            }
+            if !is_valid_name(name) {
+                let message = format!(
+                    "{name:?} (for {path:?}) is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*, \
+                     not starting with __)"
+                );
+                return Err(invalid("loki.label_map", message));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -444,6 +615,20 @@ impl Config {
             let key = if self.loki.timeout.is_zero() { "loki.timeout" } else { "loki.batch_wait" };
             return Err(invalid(key, "must be greater than zero".into()));
         }
+        let basic = self.loki.basic_auth_user.is_some();
+        if basic && self.loki.bearer_token_file.is_some() {
+            let message = "set either bearer_token_file or basic auth, not both".into();
+            return Err(invalid("loki.bearer_token_file", message));
+        }
+        if self.loki.basic_auth_password_file.is_some() && !basic {
+            return Err(invalid(
+                "loki.basic_auth_user",
+                "needed with basic_auth_password_file".into(),
+            ));
+        }
+        if self.loki.cert_file.is_some() != self.loki.key_file.is_some() {
+            return Err(invalid("loki.key_file", "cert_file and key_file go together".into()));
+        }
         if self.loki.max_concurrent_pushes == 0 {
             return Err(invalid("loki.max_concurrent_pushes", "must be at least 1".into()));
         }
@@ -480,6 +665,7 @@ impl Config {
         if self.buffer.kind == BufferKind::Disk && self.buffer.path.is_none() {
             return Err(invalid("buffer.path", "required with type = \"disk\"".into()));
         }
+        self.loki.check_record_rules()?;
         Ok(())
     }
 }
@@ -545,6 +731,34 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
         .map_err(|error| format!("invalid size {text:?}: {error}"))
+}
+
+/// Reads `label_map`: a table from record paths to label names, where a path may be written as
+/// dotted keys (`kubernetes.labels.app = "app"`), as nested tables (the shape of the label map
+/// file of Grafana's fluent-bit plugin) or as one quoted key. All are flattened to dotted paths.
+fn de_label_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a label name or a table of record keys")]
+    enum Node {
+        Name(String),
+        Table(BTreeMap<String, Node>),
+    }
+    fn flatten(prefix: &str, table: BTreeMap<String, Node>, out: &mut BTreeMap<String, String>) {
+        for (key, node) in table {
+            let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+            match node {
+                Node::Name(name) => {
+                    out.insert(path, name);
+                }
+                Node::Table(table) => flatten(&path, table, out),
+            }
+        }
+    }
+    let mut paths = BTreeMap::new();
+    flatten("", BTreeMap::deserialize(deserializer)?, &mut paths);
+    Ok(paths)
 }
 
 /// Reads a duration such as `"1s"`, `"500ms"` or `"2m 30s"`.
@@ -676,5 +890,82 @@ mod tests {
         assert!(ListenAddr::parse("unix:relative.sock").is_err());
         assert!(ListenAddr::parse("host:99999").is_err());
         assert!(ListenAddr::parse(":24224").is_err());
+    }
+
+    #[test]
+    fn beyond_fluent_bit_keys_have_their_defaults_and_are_read() {
+        let defaults = Config::from_toml("").unwrap().loki;
+        assert!(defaults.reassemble_partials && defaults.keep_arrival_order);
+        assert_eq!(defaults.partial_timeout, Duration::from_secs(5));
+        assert_eq!(defaults.max_partial_bytes, 1 << 20);
+        assert_eq!(defaults.order_window, Duration::from_secs(1));
+        assert!(defaults.structured_metadata_keys.is_empty() && defaults.label_map.is_empty());
+        assert_eq!(defaults.tenant_key, None);
+
+        let loki = Config::from_toml(
+            r#"
+            [loki]
+            reassemble_partials = false
+            partial_timeout = "250ms"
+            max_partial_bytes = "64KiB"
+            keep_arrival_order = false
+            order_window = "2s"
+            structured_metadata_keys = ["container_id"]
+            tenant_key = "namespace"
+            [loki.label_map]
+            kubernetes.labels.app = "app"
+            "attrs.com.example.team" = "team"
+            [loki.label_map.kubernetes.annotations]
+            owner = "owner"
+            "#,
+        )
+        .expect("valid config")
+        .loki;
+        assert!(!loki.reassemble_partials && !loki.keep_arrival_order);
+        assert_eq!(loki.partial_timeout, Duration::from_millis(250));
+        assert_eq!(loki.max_partial_bytes, 64 << 10);
+        assert_eq!(loki.order_window, Duration::from_secs(2));
+        assert_eq!(loki.structured_metadata_keys, ["container_id"]);
+        assert_eq!(loki.tenant_key.as_deref(), Some("namespace"));
+        let paths: Vec<(&str, &str)> =
+            loki.label_map.iter().map(|(path, name)| (path.as_str(), name.as_str())).collect();
+        assert_eq!(
+            paths,
+            [
+                ("attrs.com.example.team", "team"),
+                ("kubernetes.annotations.owner", "owner"),
+                ("kubernetes.labels.app", "app"),
+            ]
+        );
+    }
+
+    #[test]
+    fn conflicting_record_rules_are_refused() {
+        let (key, message) = key_error("[loki]\nstructured_metadata_keys = [\"container_name\"]");
+        assert_eq!(key, "loki.structured_metadata_keys");
+        assert!(message.contains("in label_keys too"), "{message}");
+
+        let (key, _) = key_error("[loki]\ntenant_key = \"container_name\"");
+        assert_eq!(key, "loki.tenant_key");
+
+        let (key, message) = key_error("[loki]\nlabel_map = { \"a.b\" = \"not valid\" }");
+        assert_eq!(key, "loki.label_map");
+        assert!(
+            message.contains("\"not valid\" (for \"a.b\") is not a valid label name"),
+            "{message}"
+        );
+
+        let (key, _) = key_error("[loki]\nlabel_map = { \"a.\" = \"a\" }");
+        assert_eq!(key, "loki.label_map");
+
+        let (key, _) = key_error("[loki]\nlabel_map = { a = 1 }");
+        assert_eq!(key, "loki.label_map.a");
+
+        let (key, _) = key_error("[loki]\npartial_timeout = \"0s\"");
+        assert_eq!(key, "loki.partial_timeout");
+
+        // remove_keys does not win over structured_metadata_keys: no conflict.
+        let config = Config::from_toml("[loki]\nstructured_metadata_keys = [\"container_id\"]");
+        assert!(config.is_ok());
     }
 }

@@ -12,7 +12,8 @@
 //!
 //! - [`msgpack`] finds message boundaries and reads values without copying.
 //! - [`forward`] speaks the protocol: request modes, acks, listeners, and a client.
-//! - [`transform`] turns a record into a Loki entry: labels and the rendered line.
+//! - [`transform`] turns a record into a Loki entry: labels, structured metadata, tenant and
+//!   the rendered line, after joining the lines Docker split.
 //! - [`loki`] batches entries, encodes push requests and sends them.
 //! - [`buffer`] bounds the memory held between the sockets and Loki.
 //! - [`pipeline`] starts the stages and stops them in order.
@@ -22,11 +23,14 @@ pub mod buffer;
 pub mod config;
 pub mod delivery;
 mod disk;
+pub mod fluentbit;
 pub mod forward;
+pub mod fuzzing;
 pub mod log_limit;
 pub mod loki;
 pub mod metrics;
 pub mod msgpack;
 pub mod pipeline;
+pub mod secrets;
 pub mod server;
 pub mod transform;

@@ -63,10 +63,20 @@ pub struct Metrics {
     pub buffer_bytes: Gauge,
     /// Streams in the batch being filled.
     pub streams_open: Gauge,
+    /// Entries sent to the overflow stream because the stream limit was reached.
+    pub stream_overflow_entries: Counter,
     /// Bytes of disk buffer segment files.
     pub disk_buffer_bytes: Gauge,
     /// Damaged or torn disk buffer records skipped.
     pub disk_records_corrupt: Counter,
+    /// Lines Docker split that were joined whole.
+    pub partials_joined: Counter,
+    /// Lines Docker split that were shipped before they were whole, by reason.
+    pub partials_flushed: Family<ReasonLabels, Counter>,
+    /// Entries moved to 1 ns after the previous entry of their stream, to keep arrival order.
+    pub timestamps_moved: Counter,
+    /// Entries older than the previous one of their stream by more than `order_window`.
+    pub timestamps_out_of_order: Counter,
 }
 
 impl Default for Metrics {
@@ -95,8 +105,13 @@ impl Metrics {
             ]),
             buffer_bytes: Gauge::default(),
             streams_open: Gauge::default(),
+            stream_overflow_entries: Counter::default(),
             disk_buffer_bytes: Gauge::default(),
             disk_records_corrupt: Counter::default(),
+            partials_joined: Counter::default(),
+            partials_flushed: Family::default(),
+            timestamps_moved: Counter::default(),
+            timestamps_out_of_order: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -153,6 +168,11 @@ impl Metrics {
             "Streams in the batch being filled",
             metrics.streams_open.clone(),
         );
+        r.register(
+            "stream_overflow_entries",
+            "Entries sent to the overflow stream because the stream limit was reached",
+            metrics.stream_overflow_entries.clone(),
+        );
         r.register_with_unit(
             "disk_buffer",
             "Bytes of disk buffer segment files",
@@ -164,6 +184,26 @@ impl Metrics {
             "Damaged or torn disk buffer records skipped",
             metrics.disk_records_corrupt.clone(),
         );
+        r.register(
+            "partials_joined",
+            "Lines Docker split into parts that were joined whole",
+            metrics.partials_joined.clone(),
+        );
+        r.register(
+            "partials_flushed",
+            "Lines Docker split that were shipped before they were whole, by reason",
+            metrics.partials_flushed.clone(),
+        );
+        r.register(
+            "timestamps_moved",
+            "Entries moved to 1ns after the previous entry of their stream to keep arrival order",
+            metrics.timestamps_moved.clone(),
+        );
+        r.register(
+            "timestamps_out_of_order",
+            "Entries older than the previous entry of their stream by more than order_window",
+            metrics.timestamps_out_of_order.clone(),
+        );
         let version = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         r.register("build", "fwd2loki's version", version);
         // Known reasons start at zero, so that rates and alerts work before the first event.
@@ -172,6 +212,9 @@ impl Metrics {
         }
         for reason in ["invalid_msgpack", "unknown_shape", "message_too_large"] {
             metrics.input_errors.get_or_create(&ReasonLabels { reason }).inc_by(0);
+        }
+        for reason in ["timeout", "too_large", "closed", "too_many"] {
+            metrics.partials_flushed.get_or_create(&ReasonLabels { reason }).inc_by(0);
         }
         Self { registry, ..metrics }
     }
@@ -184,6 +227,11 @@ impl Metrics {
     /// How many entries were dropped for `reason` so far.
     pub fn dropped_count(&self, reason: &'static str) -> u64 {
         self.entries_dropped.get_or_create(&ReasonLabels { reason }).get()
+    }
+
+    /// Counts a split line shipped before it was whole, for `reason`.
+    pub fn partial_flushed(&self, reason: &'static str) {
+        self.partials_flushed.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// Counts a connection closed for `reason`.

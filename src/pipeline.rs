@@ -4,22 +4,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::buffer::MemoryBudget;
-use crate::config::{BufferKind, Config};
+use crate::config::{BufferKind, Config, InputConfig};
 use crate::delivery::EntryGroup;
 use crate::disk;
 use crate::forward::connection::ConnectionShared;
+use crate::forward::handshake::HandshakeConfig;
 use crate::forward::server::{BindError, Listener};
+use crate::forward::tls::{self, TlsError};
+use crate::log_limit::LogLimiter;
 use crate::loki::batch::{Batch, Batcher};
+use crate::loki::order::{ArrivalOrder, OrderCounters};
 use crate::loki::push::{ClientError, LokiClient};
 use crate::loki::stdout::StdoutPrinter;
 use crate::metrics::Metrics;
+use crate::secrets::{SecretError, read_secret_file, secret_from_env};
 use crate::transform::Transform;
 
 /// Batches cut but not yet taken by a pusher. Memory is bounded by the budget, not by this
@@ -27,6 +32,8 @@ use crate::transform::Transform;
 const PUSH_QUEUE_BATCHES: usize = 4;
 /// Entry groups waiting for the batcher.
 const ENTRY_QUEUE_GROUPS: usize = 256;
+/// How often the same kind of connection error is logged.
+const LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +44,12 @@ pub enum StartError {
     /// The Loki client could not be built.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A secret file cannot be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The TLS settings cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The disk buffer's directory cannot be used.
     #[error("buffer.path: cannot use {path}: {source}")]
     Disk {
@@ -172,13 +185,19 @@ impl Pipeline {
         };
 
         let shared = Arc::new(ConnectionShared {
-            transform: Transform::new(&config.loki),
+            transform: Transform::new(&config.loki)
+                .count_overflow_in(metrics.stream_overflow_entries.clone()),
             entries: input_tx,
             budget: input_budget,
             max_message_bytes: to_usize(config.input.max_message_bytes),
             max_decompressed_bytes: to_usize(config.input.max_decompressed_bytes),
             shutdown: stop_input.clone(),
             metrics: Arc::clone(&metrics),
+            handshake: handshake_config(&config.input)?,
+            idle_timeout: config.input.idle_timeout,
+            log_limiter: LogLimiter::new(LOG_INTERVAL),
+            tls: tls_acceptor(&config.input)?,
+            slots: Arc::new(Semaphore::new(config.input.max_connections)),
         });
         let listener_tasks = TaskTracker::new();
         let connections = TaskTracker::new();
@@ -190,11 +209,19 @@ impl Pipeline {
         // batcher sees the input close once they have all stopped.
         drop(shared);
 
-        let batcher = Batcher::new(
+        let mut batcher = Batcher::new(
             to_usize(config.loki.batch_size),
             config.loki.batch_wait,
             config.loki.ack_batch_wait,
         );
+        if config.loki.keep_arrival_order {
+            let counters = OrderCounters {
+                moved: metrics.timestamps_moved.clone(),
+                out_of_order: metrics.timestamps_out_of_order.clone(),
+            };
+            batcher =
+                batcher.with_arrival_order(ArrivalOrder::new(config.loki.order_window, counters));
+        }
         let pushers = TaskTracker::new();
         pushers.spawn(run_batcher(entry_rx, batch_tx, batcher, Arc::clone(&metrics)));
         let batch_rx = Arc::new(Mutex::new(batch_rx));
@@ -262,6 +289,34 @@ impl Pipeline {
     }
 }
 
+/// The forward handshake's settings, when a shared key is configured (in a file, or in
+/// `FWD2LOKI_SHARED_KEY`).
+fn handshake_config(input: &InputConfig) -> Result<Option<HandshakeConfig>, StartError> {
+    let shared_key = match (&input.shared_key_file, secret_from_env("FWD2LOKI_SHARED_KEY")) {
+        (_, Some(key)) => key,
+        (Some(path), None) => read_secret_file("input.shared_key_file", path)?,
+        (None, None) => return Ok(None),
+    };
+    let mut users = Vec::new();
+    for user in &input.users {
+        let password = read_secret_file("input.users.password_file", &user.password_file)?;
+        users.push((user.username.clone(), password));
+    }
+    let self_hostname = input
+        .self_hostname
+        .clone()
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let timeout = input.idle_timeout;
+    Ok(Some(HandshakeConfig { shared_key, self_hostname, users, timeout }))
+}
+
+fn tls_acceptor(input: &InputConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, StartError> {
+    let Some(tls) = &input.tls else {
+        return Ok(None);
+    };
+    Ok(Some(tls::acceptor(&tls.cert_file, &tls.key_file, tls.client_ca_file.as_deref())?))
+}
+
 /// Opens the disk buffer and starts its writer and reader threads. Returns the writer's input
 /// and its thread.
 fn start_disk_buffer(
@@ -318,7 +373,7 @@ async fn run_batcher(
         };
         let ready = match wake {
             BatcherWake::Entries(group) => batcher.add_group(group, Instant::now()),
-            BatcherWake::Due => batcher.take().into_iter().collect(),
+            BatcherWake::Due => batcher.take_due(Instant::now()),
             BatcherWake::InputClosed => break,
         };
         metrics.streams_open.set(batcher.open_streams() as i64);
@@ -328,8 +383,10 @@ async fn run_batcher(
             }
         }
     }
-    if let Some(batch) = batcher.take() {
-        let _ = batches.send(batch).await;
+    while let Some(batch) = batcher.take() {
+        if batches.send(batch).await.is_err() {
+            break;
+        }
     }
     metrics.streams_open.set(0);
 }

@@ -1,6 +1,6 @@
 //! Reading segments back in order, following the writer, and handing the entries on.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -15,7 +15,6 @@ use super::record::{self, Parsed};
 use super::{Committed, DiskUsage, SegmentGuard, segment_path};
 use crate::buffer::MemoryBudget;
 use crate::delivery::{Completion, EntryGroup};
-use crate::loki::labels::StreamLabels;
 use crate::metrics::Metrics;
 use crate::transform::Entry;
 
@@ -41,7 +40,7 @@ pub(crate) struct Reader {
     replay: VecDeque<u64>,
     runtime: Handle,
     /// Label sets seen, so entries of one stream share them.
-    streams: HashMap<String, Arc<StreamLabels>>,
+    streams: record::KnownStreams,
 }
 
 /// How reading one segment ended.
@@ -60,7 +59,7 @@ impl Reader {
         replay: Vec<u64>,
         runtime: Handle,
     ) -> Self {
-        Self { context, progress, replay: replay.into(), runtime, streams: HashMap::new() }
+        Self { context, progress, replay: replay.into(), runtime, streams: Default::default() }
     }
 
     /// Reads until the writer stops and every segment has been read, or delivery is aborted.

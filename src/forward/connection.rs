@@ -9,6 +9,7 @@ use bytes::{Buf, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -16,12 +17,14 @@ use crate::buffer::MemoryBudget;
 use crate::delivery::{DeliveryTicket, EntryGroup, TicketReceiver};
 use crate::forward::ack::write_ack;
 use crate::forward::decode::{self, DecodeError, Request};
+use crate::forward::handshake::{self, HandshakeConfig, HandshakeError};
+use crate::log_limit::LogLimiter;
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::msgpack::{ScanError, Scanner};
-use crate::transform::{Entry, LineLimit, Scratch, Transform};
+use crate::transform::partial::{JoinedLine, PartialAssembler};
+use crate::transform::{Entry, LineLimit, Scratch, Transform, Transformed};
 
 /// What every connection shares.
-#[derive(Debug)]
 pub(crate) struct ConnectionShared {
     pub(crate) transform: Transform,
     pub(crate) entries: mpsc::Sender<EntryGroup>,
@@ -31,6 +34,16 @@ pub(crate) struct ConnectionShared {
     /// Cancelled when fwd2loki shuts down: connections read what was already sent, then stop.
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Arc<Metrics>,
+    /// The handshake every client must pass, when a shared key is configured.
+    pub(crate) handshake: Option<HandshakeConfig>,
+    /// Closes connections stuck in the middle of a request.
+    pub(crate) idle_timeout: Duration,
+    /// Keeps repeated connection errors from flooding the log.
+    pub(crate) log_limiter: LogLimiter,
+    /// TLS for TCP connections, when configured.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// One permit per open connection: the `max_connections` limit.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a connection was closed by the server.
@@ -48,6 +61,12 @@ pub enum ConnectionError {
     /// The pipeline behind the connection has stopped.
     #[error("shutting down")]
     PipelineClosed,
+    /// The client did not pass the handshake.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// Nothing arrived for the idle timeout in the middle of a request.
+    #[error("no data for {0:?} in the middle of a request")]
+    IdleTimeout(Duration),
 }
 
 impl ConnectionError {
@@ -59,6 +78,8 @@ impl ConnectionError {
             Self::Framing(ScanError::ReservedMarker { .. }) => "invalid_msgpack",
             Self::Decode(error) => error.reason(),
             Self::PipelineClosed => "shutdown",
+            Self::Handshake(HandshakeError::Timeout(_)) | Self::IdleTimeout(_) => "idle_timeout",
+            Self::Handshake(_) => "auth_failed",
         }
     }
 }
@@ -71,19 +92,35 @@ const SHRINK_ABOVE_BYTES: usize = 1 << 20;
 const DRAIN_QUIET: Duration = Duration::from_millis(100);
 
 /// Serves one connection until the client closes it, it sends bad data, or shutdown.
-pub(crate) async fn serve<S>(stream: S, peer: &str, listener: &str, shared: Arc<ConnectionShared>)
-where
+pub(crate) async fn serve<S>(
+    mut stream: S,
+    peer: &str,
+    listener: &str,
+    shared: Arc<ConnectionShared>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let labels = ListenerLabels { listener: listener.to_owned() };
     let open = shared.metrics.connections_open.get_or_create(&labels).clone();
     open.inc();
     let mut connection = Connection::new(&shared, &labels);
-    match connection.run(stream).await {
+    let served = async {
+        let first_bytes = match &shared.handshake {
+            Some(config) => handshake::accept(&mut stream, config).await?,
+            None => Vec::new(),
+        };
+        connection.run(stream, first_bytes).await
+    };
+    let served = served.await;
+    connection.ship_open_lines().await;
+    match served {
         Ok(()) => debug!(peer, "connection closed"),
         Err(error) => {
-            shared.metrics.input_error(error.reason());
-            warn!(peer, %error, reason = error.reason(), "closing connection");
+            let reason = error.reason();
+            shared.metrics.input_error(reason);
+            if let Some(held_back) = shared.log_limiter.allow(reason) {
+                warn!(peer, %error, reason, held_back, "closing connection");
+            }
         }
     }
     open.dec();
@@ -95,6 +132,8 @@ enum Wake {
     Acked { chunk: Vec<u8>, safe: bool },
     Shutdown,
     DrainedQuiet,
+    Idle,
+    PartialsDue,
 }
 
 /// The per-connection state.
@@ -109,6 +148,10 @@ struct Connection<'a> {
     group_bytes: usize,
     /// Chunk ids waiting for their events to be safe, oldest first.
     pending_acks: VecDeque<(Vec<u8>, TicketReceiver)>,
+    /// Docker's split lines being joined, unless `reassemble_partials` is off.
+    partials: Option<PartialAssembler>,
+    /// Lines the assembler has finished, on their way to become entries.
+    joined: Vec<JoinedLine>,
     records_received: Counter,
     bytes_received: Counter,
 }
@@ -123,16 +166,21 @@ impl<'a> Connection<'a> {
             group: EntryGroup::default(),
             group_bytes: 0,
             pending_acks: VecDeque::new(),
+            partials: shared.transform.partial_limits().map(PartialAssembler::new),
+            joined: Vec::new(),
             records_received: shared.metrics.records_received.get_or_create(listener).clone(),
             bytes_received: shared.metrics.bytes_received.get_or_create(listener).clone(),
         }
     }
 
-    async fn run<S>(&mut self, mut stream: S) -> Result<(), ConnectionError>
+    /// Reads requests until the client leaves; `first_bytes` were read before, during the
+    /// handshake.
+    async fn run<S>(&mut self, mut stream: S, first_bytes: Vec<u8>) -> Result<(), ConnectionError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut buffer = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
+        let mut buffer = BytesMut::with_capacity(INITIAL_BUFFER_BYTES.max(first_bytes.len()));
+        buffer.extend_from_slice(&first_bytes);
         let mut draining = false;
         loop {
             // Requests before a bad one are still handed on and acknowledged; only the
@@ -150,11 +198,16 @@ impl<'a> Connection<'a> {
                 buffer.reserve(buffer.len().max(INITIAL_BUFFER_BYTES));
             }
 
+            let mid_request = !buffer.is_empty() && !draining;
+            let idle_timeout = self.shared.idle_timeout;
+            let partials_due = self.partials.as_ref().and_then(PartialAssembler::next_deadline);
             let wake = tokio::select! {
                 read = stream.read_buf(&mut buffer) => Wake::Read(read),
                 (chunk, safe) = next_ack(&mut self.pending_acks) => Wake::Acked { chunk, safe },
                 () = self.shared.shutdown.cancelled(), if !draining => Wake::Shutdown,
                 () = tokio::time::sleep(DRAIN_QUIET), if draining => Wake::DrainedQuiet,
+                () = tokio::time::sleep(idle_timeout), if mid_request => Wake::Idle,
+                () = sleep_until(partials_due) => Wake::PartialsDue,
             };
             match wake {
                 Wake::Read(Ok(0)) => {
@@ -172,6 +225,9 @@ impl<'a> Connection<'a> {
                 // the shutdown is still delivered.
                 Wake::Shutdown => draining = true,
                 Wake::DrainedQuiet => break,
+                Wake::Idle => return Err(ConnectionError::IdleTimeout(idle_timeout)),
+                // The lines go out with the next hand-on, at the top of the loop.
+                Wake::PartialsDue => self.expire_partials()?,
             }
         }
         self.finish_acks(&mut stream).await
@@ -218,16 +274,23 @@ impl<'a> Connection<'a> {
             return Ok(());
         };
         let group_len = self.group.entries.len();
-        let Self { shared, scratch, inflated, group, .. } = self;
+        let Self { shared, scratch, inflated, group, partials, joined, .. } = self;
+        // Parts of split lines are taken as they come: should a later event refuse the
+        // request, they stay with their line, and a client that sends the request again
+        // replaces them (by ordinal) rather than doubling them.
         let decoded = request.for_each_event(inflated, shared.max_decompressed_bytes, |event| {
-            let mut entry = shared.transform.entry(event, scratch)?;
-            match shared.transform.limit_line(&mut entry) {
-                LineLimit::Fits => group.entries.push(entry),
-                LineLimit::Truncated => {
-                    shared.metrics.lines_truncated.inc();
-                    group.entries.push(entry);
+            match shared.transform.entry_or_fragment(event, scratch)? {
+                Transformed::Entry(entry) => accept(shared, group, entry),
+                Transformed::Fragment => {
+                    let taken = match partials {
+                        Some(partials) => partials.add(event, Instant::now(), joined)?,
+                        None => false,
+                    };
+                    if !taken {
+                        accept(shared, group, shared.transform.entry(event, scratch)?);
+                    }
+                    add_joined_lines(shared, scratch, group, joined)?;
                 }
-                LineLimit::Drop => shared.metrics.dropped("line_too_long", 1),
             }
             Ok::<_, DecodeError>(())
         });
@@ -249,6 +312,40 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
+    /// Turns the split lines whose next part did not come in time into entries, as far as
+    /// they got.
+    fn expire_partials(&mut self) -> Result<(), DecodeError> {
+        let group_len = self.group.entries.len();
+        if let Some(partials) = &mut self.partials {
+            partials.expire(Instant::now(), &mut self.joined)?;
+        }
+        add_joined_lines(self.shared, &mut self.scratch, &mut self.group, &mut self.joined)?;
+        let added = &self.group.entries[group_len..];
+        self.group_bytes += added.iter().map(Entry::charged_bytes).sum::<usize>();
+        Ok(())
+    }
+
+    /// Hands on the split lines still being joined, as far as they got, when the connection
+    /// ends for whatever reason: their parts may have been acknowledged already.
+    async fn ship_open_lines(&mut self) {
+        let Some(partials) = &mut self.partials else {
+            return;
+        };
+        let group_len = self.group.entries.len();
+        let closed = partials.close(&mut self.joined).and_then(|()| {
+            add_joined_lines(self.shared, &mut self.scratch, &mut self.group, &mut self.joined)
+        });
+        let added = &self.group.entries[group_len..];
+        self.group_bytes += added.iter().map(Entry::charged_bytes).sum::<usize>();
+        let handed_on = match closed {
+            Ok(()) => self.hand_on().await,
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = handed_on {
+            debug!(%error, "open split lines could not be handed on");
+        }
+    }
+
     /// Hands the decoded entries to the batcher, waiting for room in the memory budget.
     async fn hand_on(&mut self) -> Result<(), ConnectionError> {
         if self.group.entries.is_empty() && self.group.tickets.is_empty() {
@@ -258,6 +355,44 @@ impl<'a> Connection<'a> {
         group.charge = self.shared.budget.reserve(self.group_bytes).await;
         self.group_bytes = 0;
         self.shared.entries.send(group).await.map_err(|_| ConnectionError::PipelineClosed)
+    }
+}
+
+/// Adds `entry` to the group unless `max_line_bytes` drops it, counting what the limit did.
+fn accept(shared: &ConnectionShared, group: &mut EntryGroup, mut entry: Entry) {
+    match shared.transform.limit_line(&mut entry) {
+        LineLimit::Fits => group.entries.push(entry),
+        LineLimit::Truncated => {
+            shared.metrics.lines_truncated.inc();
+            group.entries.push(entry);
+        }
+        LineLimit::Drop => shared.metrics.dropped("line_too_long", 1),
+    }
+}
+
+/// Turns the lines in `joined` into entries of the group, counting how each was finished.
+fn add_joined_lines(
+    shared: &ConnectionShared,
+    scratch: &mut Scratch,
+    group: &mut EntryGroup,
+    joined: &mut Vec<JoinedLine>,
+) -> Result<(), DecodeError> {
+    for line in joined.drain(..) {
+        if let Some(reason) = line.outcome.incomplete_reason() {
+            shared.metrics.partial_flushed(reason);
+        } else {
+            shared.metrics.partials_joined.inc();
+        }
+        accept(shared, group, shared.transform.entry(line.event(), scratch)?);
+    }
+    Ok(())
+}
+
+/// Resolves at `deadline`; never without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -87,6 +87,11 @@ fn run_connection(chunks: Vec<Vec<u8>>) -> (Vec<String>, Vec<u8>) {
             max_decompressed_bytes: 1 << 20,
             shutdown: CancellationToken::new(),
             metrics: Arc::new(Metrics::default()),
+            handshake: None,
+            idle_timeout: std::time::Duration::from_secs(60),
+            log_limiter: LogLimiter::new(std::time::Duration::from_secs(60)),
+            tls: None,
+            slots: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         let mut socket = ChunkedSocket { chunks: chunks.into(), written: Vec::new() };
         let labels = ListenerLabels { listener: "test".into() };
@@ -99,7 +104,7 @@ fn run_connection(chunks: Vec<Vec<u8>>) -> (Vec<String>, Vec<u8>) {
             }
             lines
         });
-        connection.run(&mut socket).await.expect("valid stream");
+        connection.run(&mut socket, Vec::new()).await.expect("valid stream");
         drop(connection);
         drop(shared);
         (delivered.await.unwrap(), socket.written)

@@ -192,11 +192,14 @@ pub fn parse(bytes: &[u8]) -> Result<Request<'_>, DecodeError> {
         }
     };
 
-    let options = match len - elements_used {
-        0 => Options::default(),
-        1 => read_options(&mut reader)?,
+    // Found by fuzzing: `["tag", 1]` has fewer elements than Message mode needs.
+    let options = match len.checked_sub(elements_used) {
+        Some(0) => Options::default(),
+        Some(1) => read_options(&mut reader)?,
         _ => {
-            return Err(DecodeError::UnknownShape { reason: "too many elements for the mode" });
+            return Err(DecodeError::UnknownShape {
+                reason: "wrong number of elements for the mode",
+            });
         }
     };
     let body = match (body, options.compressed) {

@@ -160,4 +160,6 @@ fn non_arrays_and_wrong_arities_are_unknown_shapes() {
         Err(DecodeError::UnknownShape { .. })
     ));
     assert!(matches!(parse(&[0xc0]), Ok(Request::Heartbeat)));
+    // Message mode needs at least three elements; the fuzzer's first find.
+    assert!(parse(&[0x92, 0xa1, b't', 0x01]).is_err());
 }

@@ -6,6 +6,8 @@ pub mod ack;
 pub mod client;
 pub(crate) mod connection;
 pub mod decode;
+pub mod handshake;
 pub mod server;
+pub mod tls;
 
 pub use connection::ConnectionError;

@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use socket2::TcpKeepalive;
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, error, info, info_span};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::ListenAddr;
 use crate::forward::connection::{self, ConnectionShared};
@@ -107,6 +109,12 @@ impl Listener {
                 let (stream, peer) = listener.accept().await?;
                 // Acks are small writes that a client waits for.
                 stream.set_nodelay(true)?;
+                // Keepalive finds peers that vanished (a rebooted node, a cut network), so
+                // that their connections do not hold slots forever.
+                let keepalive = TcpKeepalive::new()
+                    .with_time(Duration::from_secs(60))
+                    .with_interval(Duration::from_secs(10));
+                socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
                 Ok(Accepted::Tcp(stream, peer.to_string()))
             }
             Self::Unix(listener, path) => {
@@ -123,25 +131,67 @@ enum Accepted {
     Unix(tokio::net::UnixStream, String),
 }
 
+/// Serves an accepted connection in its own task, if a connection slot is free.
 fn spawn_connection(
     accepted: Accepted,
     listener: &str,
     shared: &Arc<ConnectionShared>,
     tasks: &TaskTracker,
 ) {
+    let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
+        // Dropping the accepted stream closes it at once.
+        shared.metrics.input_error("too_many_connections");
+        if let Some(held_back) = shared.log_limiter.allow("too_many_connections") {
+            warn!(
+                listen = listener,
+                held_back, "connection limit reached; closing new connections"
+            );
+        }
+        return;
+    };
     let shared = Arc::clone(shared);
     let listener = listener.to_owned();
     match accepted {
         Accepted::Tcp(stream, peer) => {
             let span = info_span!("connection", peer = %peer);
-            let serve = async move { connection::serve(stream, &peer, &listener, shared).await };
+            let serve = async move {
+                match shared.tls.clone() {
+                    Some(acceptor) => serve_tls(acceptor, stream, &peer, &listener, shared).await,
+                    None => connection::serve(stream, &peer, &listener, shared).await,
+                }
+                drop(slot);
+            };
             tasks.spawn(serve.instrument(span));
         }
         Accepted::Unix(stream, peer) => {
             let span = info_span!("connection", peer = %peer);
-            let serve = async move { connection::serve(stream, &peer, &listener, shared).await };
+            let serve = async move {
+                connection::serve(stream, &peer, &listener, shared).await;
+                drop(slot);
+            };
             tasks.spawn(serve.instrument(span));
         }
+    }
+}
+
+/// Runs the TLS handshake, then serves the connection inside it.
+async fn serve_tls(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: &str,
+    listener: &str,
+    shared: Arc<ConnectionShared>,
+) {
+    let timeout = shared.idle_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => connection::serve(stream, peer, listener, shared).await,
+        Ok(Err(error)) => {
+            shared.metrics.input_error("tls_handshake");
+            if let Some(held_back) = shared.log_limiter.allow("tls_handshake") {
+                warn!(peer, %error, held_back, "TLS handshake failed");
+            }
+        }
+        Err(_) => shared.metrics.input_error("idle_timeout"),
     }
 }
 

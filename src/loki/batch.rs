@@ -1,4 +1,4 @@
-//! Grouping entries into push-sized batches, one buffer per stream.
+//! Grouping entries into push-sized batches, one per tenant, one buffer per stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,26 +9,34 @@ use tokio::time::Instant;
 use crate::buffer::MemoryCharge;
 use crate::delivery::{Completion, EntryGroup};
 use crate::loki::labels::StreamLabels;
+use crate::loki::order::ArrivalOrder;
 use crate::transform::Entry;
 
 /// The entries of one stream within a batch.
 #[derive(Debug)]
 pub struct StreamEntries {
-    /// The stream's labels.
+    /// The stream's labels, with the structured metadata of its entries.
     pub labels: Arc<StreamLabels>,
     /// Timestamp (ns since the epoch) and line of each entry, in arrival order until
     /// [`Batch::sort`] is called.
     pub entries: Vec<(i64, String)>,
 }
 
-/// Entries of one or more streams sent in one push.
+/// Entries of one or more streams of one tenant, sent in one push.
 #[derive(Debug)]
 pub struct Batch {
+    /// The tenant taken from the records; `None` is the configured `tenant_id`, or none.
+    tenant: Option<Arc<str>>,
     streams: Vec<StreamEntries>,
     /// Position of each stream in `streams`.
     index: HashMap<Arc<StreamLabels>, usize>,
     line_bytes: usize,
+    /// Line and structured metadata bytes, which Loki counts and `batch_size` limits.
+    size_bytes: usize,
     entry_count: usize,
+    /// The number of the last entry group that added entries, to find the batches that hold
+    /// entries of a group.
+    last_group: u64,
     /// When the first entry arrived; the batch is due `batch_wait` later.
     started: Instant,
     /// The memory the entries hold, returned when the batch is dropped.
@@ -38,12 +46,15 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, tenant: Option<Arc<str>>) -> Self {
         Self {
+            tenant,
             streams: Vec::new(),
             index: HashMap::new(),
             line_bytes: 0,
+            size_bytes: 0,
             entry_count: 0,
+            last_group: 0,
             started: now,
             charge: MemoryCharge::default(),
             tickets: Vec::new(),
@@ -69,6 +80,7 @@ impl Batch {
 
     fn push(&mut self, entry: Entry, charge: MemoryCharge) {
         self.line_bytes += entry.line.len();
+        self.size_bytes += size_of(&entry);
         self.entry_count += 1;
         self.charge.merge(charge);
         let position = match self.index.get(&entry.stream) {
@@ -96,6 +108,12 @@ impl Batch {
         &self.streams
     }
 
+    /// The tenant taken from the records, sent as `X-Scope-OrgID`; `None` means the configured
+    /// `tenant_id`, or none.
+    pub fn tenant(&self) -> Option<&Arc<str>> {
+        self.tenant.as_ref()
+    }
+
     /// Bytes of all lines.
     pub fn line_bytes(&self) -> usize {
         self.line_bytes
@@ -119,9 +137,9 @@ impl Batch {
         if self.entry_count < 2 {
             return None;
         }
-        let Batch { streams, started, mut charge, tickets, .. } = self;
-        let mut first = Batch::new(started);
-        let mut second = Batch::new(started);
+        let Batch { tenant, streams, started, mut charge, tickets, .. } = self;
+        let mut first = Batch::new(started, tenant.clone());
+        let mut second = Batch::new(started, tenant);
         let half = streams.iter().map(|stream| stream.entries.len()).sum::<usize>() / 2;
         let mut moved = 0;
         for stream in streams {
@@ -140,10 +158,16 @@ impl Batch {
     }
 }
 
+/// Bytes an entry adds to a batch's size: its line and structured metadata.
+fn size_of(entry: &Entry) -> usize {
+    entry.line.len() + entry.stream.structured_metadata_bytes()
+}
+
 /// Collects entries and cuts batches by size and age.
 ///
-/// One batch collects every stream, as Loki's own clients do: a push carries many streams, and
-/// a node with hundreds of containers sends one request per `batch_wait` rather than hundreds.
+/// One batch per tenant collects every stream of the tenant, as Loki's own clients do: a push
+/// carries many streams, and a node with hundreds of containers sends one request per
+/// `batch_wait` rather than hundreds. A push names one tenant, so tenants never share a batch.
 #[derive(Debug)]
 pub struct Batcher {
     batch_size: usize,
@@ -151,25 +175,57 @@ pub struct Batcher {
     /// The shorter wait of a batch that a client waits for (a forward ack), because such a
     /// client sends nothing more until then.
     ack_batch_wait: Duration,
-    pending: Option<Batch>,
+    /// The batches being filled, at most one per tenant.
+    pending: Vec<Batch>,
+    /// Moves entries of equal timestamps apart in arrival order, when enabled.
+    order: Option<ArrivalOrder>,
+    /// The number of entry groups added so far.
+    group_count: u64,
 }
 
 impl Batcher {
     /// A batcher that cuts at `batch_size` line bytes, or `batch_wait` after the first entry
     /// (`ack_batch_wait` when a client waits for an ack of an entry in the batch).
     pub fn new(batch_size: usize, batch_wait: Duration, ack_batch_wait: Duration) -> Self {
-        Self { batch_size, batch_wait, ack_batch_wait, pending: None }
+        Self {
+            batch_size,
+            batch_wait,
+            ack_batch_wait,
+            pending: Vec::new(),
+            order: None,
+            group_count: 0,
+        }
     }
 
-    /// Adds an entry and the memory it holds. Returns the batch that was full, if adding the
-    /// entry would have taken it over `batch_size`; the entry then starts the next batch.
-    pub fn add(&mut self, entry: Entry, charge: MemoryCharge, now: Instant) -> Option<Batch> {
-        let fits = |batch: &Batch| batch.line_bytes + entry.line.len() <= self.batch_size;
-        let full = match &self.pending {
-            Some(batch) if !fits(batch) => self.pending.take(),
-            _ => None,
+    /// The same batcher, keeping the arrival order of each stream's entries with `order` as
+    /// they are added.
+    pub fn with_arrival_order(self, order: ArrivalOrder) -> Self {
+        Self { order: Some(order), ..self }
+    }
+
+    /// Adds an entry and the memory it holds to its tenant's batch. Returns that batch if
+    /// adding the entry would have taken it over `batch_size`; the entry then starts the next.
+    pub fn add(&mut self, mut entry: Entry, charge: MemoryCharge, now: Instant) -> Option<Batch> {
+        if let Some(order) = &mut self.order {
+            order.apply(&mut entry);
+        }
+        let tenant = entry.stream.tenant();
+        let position = match self.pending.iter().position(|batch| batch.tenant.as_ref() == tenant) {
+            Some(position) => position,
+            None => {
+                self.pending.push(Batch::new(now, tenant.cloned()));
+                self.pending.len() - 1
+            }
         };
-        let batch = self.pending.get_or_insert_with(|| Batch::new(now));
+        let batch = &mut self.pending[position];
+        let full = if batch.entry_count > 0 && batch.size_bytes + size_of(&entry) > self.batch_size
+        {
+            let next = Batch::new(now, batch.tenant.clone());
+            Some(std::mem::replace(batch, next))
+        } else {
+            None
+        };
+        batch.last_group = self.group_count;
         batch.push(entry, charge);
         full
     }
@@ -179,6 +235,7 @@ impl Batcher {
     /// that filled up.
     pub fn add_group(&mut self, group: EntryGroup, now: Instant) -> Vec<Batch> {
         let EntryGroup { entries, mut charge, tickets } = group;
+        self.group_count += 1;
         let mut full = Vec::new();
         for entry in entries {
             let entry_charge = charge.split(entry.charged_bytes());
@@ -187,35 +244,49 @@ impl Batcher {
                 full.push(batch);
             }
         }
-        match &mut self.pending {
-            Some(batch) => batch.add_tickets(&tickets),
-            // A request whose events were all filtered out: nothing to wait for, the
-            // tickets drop here and their acks go out.
-            None => drop(tickets),
+        // A request whose events were all filtered out (or held back, as parts of a split
+        // line) has nothing to wait for: its tickets drop here and its acks go out.
+        for batch in &mut self.pending {
+            if batch.last_group == self.group_count {
+                batch.add_tickets(&tickets);
+            }
         }
         full
     }
 
-    /// The number of streams in the batch being filled.
+    /// The number of streams in the batches being filled.
     pub fn open_streams(&self) -> usize {
-        self.pending.as_ref().map_or(0, |batch| batch.streams.len())
+        self.pending.iter().map(|batch| batch.streams.len()).sum()
     }
 
-    /// When the pending batch is due, if there is one.
+    /// When the first pending batch is due, if there is one.
     pub fn deadline(&self) -> Option<Instant> {
-        self.pending.as_ref().map(|batch| {
-            let wait = if batch.has_waiting_clients() {
-                self.ack_batch_wait.min(self.batch_wait)
-            } else {
-                self.batch_wait
-            };
-            batch.started + wait
-        })
+        self.pending.iter().map(|batch| self.deadline_of(batch)).min()
     }
 
-    /// Takes the pending batch, if any, due or not.
+    fn deadline_of(&self, batch: &Batch) -> Instant {
+        let wait = if batch.has_waiting_clients() {
+            self.ack_batch_wait.min(self.batch_wait)
+        } else {
+            self.batch_wait
+        };
+        batch.started + wait
+    }
+
+    /// Takes the pending batch that is due first, if any, due or not.
     pub fn take(&mut self) -> Option<Batch> {
-        self.pending.take()
+        let first =
+            (0..self.pending.len()).min_by_key(|&index| self.deadline_of(&self.pending[index]))?;
+        Some(self.pending.swap_remove(first))
+    }
+
+    /// Takes every pending batch that is due at `now`, the first due first.
+    pub fn take_due(&mut self, now: Instant) -> Vec<Batch> {
+        let mut due = Vec::new();
+        while self.deadline().is_some_and(|deadline| deadline <= now) {
+            due.extend(self.take());
+        }
+        due
     }
 }
 
@@ -226,6 +297,104 @@ mod tests {
 
     fn entry(stream: &Arc<StreamLabels>, timestamp_ns: i64, line: &str) -> Entry {
         Entry { stream: Arc::clone(stream), timestamp_ns, line: line.to_owned() }
+    }
+
+    fn lines(batch: &Batch) -> Vec<Vec<&str>> {
+        fn stream_lines(stream: &StreamEntries) -> Vec<&str> {
+            stream.entries.iter().map(|(_, line)| line.as_str()).collect()
+        }
+        batch.streams().iter().map(stream_lines).collect()
+    }
+
+    #[test]
+    fn tenants_never_share_a_batch() {
+        let labels = StreamLabels::new([("job", "a")]);
+        let a = Arc::new(labels.clone().with_tenant(Some("a".into())));
+        let b = Arc::new(labels.clone().with_tenant(Some("b".into())));
+        let default = Arc::new(labels);
+        let start = Instant::now();
+        let mut batcher = Batcher::new(1000, Duration::from_secs(1), Duration::ZERO);
+        let (ticket, mut acked) = DeliveryTicket::new();
+        let entries = vec![
+            entry(&a, 1, "a1"),
+            entry(&default, 2, "d"),
+            entry(&b, 3, "b"),
+            entry(&a, 4, "a2"),
+        ];
+        batcher.add_group(
+            EntryGroup { entries, tickets: vec![ticket], ..EntryGroup::default() },
+            start,
+        );
+        assert_eq!(batcher.open_streams(), 3);
+
+        let mut batches = batcher.take_due(start + Duration::from_secs(1));
+        assert!(batcher.take().is_none());
+        batches.sort_by_key(|batch| batch.tenant().cloned());
+        let tenants: Vec<Option<&str>> =
+            batches.iter().map(|batch| batch.tenant().map(|t| &**t)).collect();
+        assert_eq!(tenants, [None, Some("a"), Some("b")]);
+        assert_eq!(lines(&batches[1]), [vec!["a1", "a2"]]);
+        drop(batches.pop());
+        assert!(
+            acked.try_recv().is_err(),
+            "every batch with the request's entries holds its ticket"
+        );
+        drop(batches);
+        assert_eq!(acked.try_recv(), Ok(()));
+    }
+
+    #[test]
+    fn only_due_batches_are_taken() {
+        let a = Arc::new(StreamLabels::new([("job", "a")]).with_tenant(Some("a".into())));
+        let b = Arc::new(StreamLabels::new([("job", "a")]));
+        let start = Instant::now();
+        let mut batcher = Batcher::new(1000, Duration::from_secs(1), Duration::ZERO);
+        batcher.add(entry(&a, 1, "a"), MemoryCharge::default(), start);
+        batcher.add(entry(&b, 1, "b"), MemoryCharge::default(), start + Duration::from_millis(500));
+        assert_eq!(batcher.deadline(), Some(start + Duration::from_secs(1)));
+        let due = batcher.take_due(start + Duration::from_secs(1));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].tenant().map(|tenant| &**tenant), Some("a"));
+        assert_eq!(batcher.deadline(), Some(start + Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn arrival_order_is_kept_across_batches() {
+        use crate::loki::order::OrderCounters;
+
+        let stream = Arc::new(StreamLabels::new([("job", "a")]));
+        let now = Instant::now();
+        let order = ArrivalOrder::new(Duration::from_secs(1), OrderCounters::default());
+        let mut batcher =
+            Batcher::new(2, Duration::from_secs(1), Duration::ZERO).with_arrival_order(order);
+        let mut batches = Vec::new();
+        for line in ["a", "b", "c", "d"] {
+            batches.extend(batcher.add(entry(&stream, 7, line), MemoryCharge::default(), now));
+        }
+        batches.extend(batcher.take());
+        let times: Vec<i64> = batches
+            .iter_mut()
+            .flat_map(|batch| {
+                batch.sort();
+                batch.streams()[0]
+                    .entries
+                    .iter()
+                    .map(|(timestamp_ns, _)| *timestamp_ns)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(times, [7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn structured_metadata_counts_toward_the_batch_size() {
+        let stream =
+            Arc::new(StreamLabels::new([("job", "a")]).with_structured_metadata([("id", "12345")]));
+        let now = Instant::now();
+        let mut batcher = Batcher::new(10, Duration::from_secs(1), Duration::ZERO);
+        assert!(batcher.add(entry(&stream, 1, "abc"), MemoryCharge::default(), now).is_none());
+        let full = batcher.add(entry(&stream, 2, "abc"), MemoryCharge::default(), now);
+        assert_eq!(full.map(|batch| (batch.entry_count(), batch.line_bytes())), Some((1, 3)));
     }
 
     #[test]
@@ -308,11 +477,6 @@ mod tests {
         }
         let mut batch = batcher.take().unwrap();
         batch.sort();
-        let lines: Vec<Vec<&str>> = batch
-            .streams()
-            .iter()
-            .map(|stream| stream.entries.iter().map(|(_, line)| line.as_str()).collect())
-            .collect();
-        assert_eq!(lines, [vec!["a3", "a4", "a5", "a5-second"], vec!["b1"]]);
+        assert_eq!(lines(&batch), [vec!["a3", "a4", "a5", "a5-second"], vec!["b1"]]);
     }
 }

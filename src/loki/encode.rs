@@ -4,11 +4,16 @@
 //! tree of owned messages first. The schema is Loki's `pkg/push/push.proto`:
 //!
 //! ```text
-//! PushRequest    { repeated StreamAdapter streams = 1; }
-//! StreamAdapter  { string labels = 1; repeated EntryAdapter entries = 2; }
-//! EntryAdapter   { google.protobuf.Timestamp timestamp = 1; string line = 2; }
-//! Timestamp      { int64 seconds = 1; int32 nanos = 2; }
+//! PushRequest      { repeated StreamAdapter streams = 1; }
+//! StreamAdapter    { string labels = 1; repeated EntryAdapter entries = 2; }
+//! EntryAdapter     { google.protobuf.Timestamp timestamp = 1; string line = 2;
+//!                    repeated LabelPairAdapter structuredMetadata = 3; }
+//! LabelPairAdapter { string name = 1; string value = 2; }
+//! Timestamp        { int64 seconds = 1; int32 nanos = 2; }
 //! ```
+//!
+//! Structured metadata is the same for every entry of a [`StreamEntries`], so its encoding is
+//! measured once per stream.
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
@@ -56,13 +61,19 @@ pub fn write_push_request(streams: &[StreamEntries], out: &mut Vec<u8>) {
     for stream in streams {
         write_len_prefix(1, stream_len(stream), out);
         write_string(1, stream.labels.selector(), out);
+        let metadata_len = structured_metadata_len(stream);
         for (timestamp_ns, line) in &stream.entries {
             let (seconds, nanos) = split_timestamp(*timestamp_ns);
-            write_len_prefix(2, entry_len(seconds, nanos, line), out);
+            write_len_prefix(2, entry_len(seconds, nanos, line) + metadata_len, out);
             write_len_prefix(1, timestamp_len(seconds, nanos), out);
             write_varint_field(1, seconds as u64, out);
             write_varint_field(2, nanos as u64, out);
             write_string(2, line, out);
+            for (name, value) in stream.labels.structured_metadata() {
+                write_len_prefix(3, pair_len(name, value), out);
+                write_string(1, name, out);
+                write_string(2, value, out);
+            }
         }
     }
 }
@@ -73,15 +84,29 @@ fn split_timestamp(timestamp_ns: i64) -> (i64, i32) {
 }
 
 fn stream_len(stream: &StreamEntries) -> usize {
+    let metadata_len = structured_metadata_len(stream);
     let entries: usize = stream
         .entries
         .iter()
         .map(|(timestamp_ns, line)| {
             let (seconds, nanos) = split_timestamp(*timestamp_ns);
-            field_len(2, entry_len(seconds, nanos, line))
+            field_len(2, entry_len(seconds, nanos, line) + metadata_len)
         })
         .sum();
     field_len(1, stream.labels.selector().len()) + entries
+}
+
+/// Length of the structured metadata fields of each entry of `stream`.
+fn structured_metadata_len(stream: &StreamEntries) -> usize {
+    stream
+        .labels
+        .structured_metadata()
+        .map(|(name, value)| field_len(3, pair_len(name, value)))
+        .sum()
+}
+
+fn pair_len(name: &str, value: &str) -> usize {
+    field_len(1, name.len()) + field_len(2, value.len())
 }
 
 fn entry_len(seconds: i64, nanos: i32, line: &str) -> usize {
@@ -143,6 +168,16 @@ mod tests {
         timestamp: Option<Timestamp>,
         #[prost(string, tag = "2")]
         line: String,
+        #[prost(message, repeated, tag = "3")]
+        structured_metadata: Vec<LabelPairAdapter>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    struct LabelPairAdapter {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(string, tag = "2")]
+        value: String,
     }
 
     #[derive(Clone, PartialEq, Message)]
@@ -177,7 +212,11 @@ mod tests {
 
         let request = PushRequest::decode(protobuf.as_slice()).expect("valid protobuf");
         let timestamp = |seconds, nanos| Some(Timestamp { seconds, nanos });
-        let entry = |timestamp, line: &str| EntryAdapter { timestamp, line: line.to_owned() };
+        let entry = |timestamp, line: &str| EntryAdapter {
+            timestamp,
+            line: line.to_owned(),
+            structured_metadata: Vec::new(),
+        };
         let expected = PushRequest {
             streams: vec![
                 StreamAdapter {
@@ -196,5 +235,31 @@ mod tests {
             ],
         };
         assert_eq!(request, expected);
+    }
+
+    #[test]
+    fn structured_metadata_goes_with_every_entry_of_its_stream() {
+        let labels = StreamLabels::new([("job", "a")])
+            .with_structured_metadata([("container_id", "0f3c"), ("source", "stdérr")]);
+        let streams = vec![StreamEntries {
+            labels: Arc::new(labels),
+            entries: vec![(1, "one".to_owned()), (2, "x".repeat(200))],
+        }];
+        let body = PushEncoder::default().encode(&streams);
+        let protobuf = snap::raw::Decoder::new().decompress_vec(&body).expect("snappy block");
+        let request = PushRequest::decode(protobuf.as_slice()).expect("valid protobuf");
+        let pair = |name: &str, value: &str| LabelPairAdapter {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        };
+        let entries = &request.streams[0].entries;
+        assert_eq!(entries.len(), 2);
+        for entry in entries {
+            assert_eq!(
+                entry.structured_metadata,
+                [pair("container_id", "0f3c"), pair("source", "stdérr")]
+            );
+        }
+        assert_eq!(entries[1].line, "x".repeat(200));
     }
 }

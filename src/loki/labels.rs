@@ -2,9 +2,11 @@
 //!
 //! Loki parses a stream's labels as a selector such as `{hostname="n1", job="docker"}`; names
 //! must match `[a-zA-Z_][a-zA-Z0-9_]*` and must not start with `__`, which Loki reserves.
+//! Structured metadata names follow the same rules.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::transform::render::write_json_string;
 
@@ -31,14 +33,26 @@ pub fn sanitize_name(key: &str) -> String {
     name
 }
 
-/// The label set of one stream, with its selector string rendered once.
+/// The label set of one stream, with its selector string rendered once, and what the entries
+/// that share it share besides: the tenant they are pushed to and their structured metadata.
 ///
-/// Two sets are equal when their selector strings are, which holds exactly when they have the
-/// same names and values, since names are kept sorted.
+/// Entries hold their set through an `Arc` shared by a connection's entries of one stream, so
+/// neither the labels nor the tenant nor the structured metadata cost anything per entry.
+/// Docker's record keys are the same for every line of a container, which is what makes
+/// structured metadata taken from them shareable too.
+///
+/// Two sets are equal when their selector strings, tenants and structured metadata are; the
+/// selectors are equal exactly when the names and values are, since names are kept sorted.
 #[derive(Debug, Clone)]
 pub struct StreamLabels {
     selector: Box<str>,
     pairs: Box<[(Box<str>, Box<str>)]>,
+    /// The tenant taken from the record (`tenant_key`); `None` stands for the configured
+    /// `tenant_id`, or none.
+    tenant: Option<Arc<str>>,
+    /// Name/value pairs sent with every entry as structured metadata, in the configured order.
+    /// Empty, and then not allocated, unless `structured_metadata_keys` found something.
+    structured_metadata: Box<[(Box<str>, Box<str>)]>,
 }
 
 impl StreamLabels {
@@ -59,7 +73,32 @@ impl StreamLabels {
             }
         }
         let selector = render_selector(&sorted);
-        Self { selector: selector.into(), pairs: sorted.into() }
+        Self {
+            selector: selector.into(),
+            pairs: sorted.into(),
+            tenant: None,
+            structured_metadata: Box::default(),
+        }
+    }
+
+    /// The same set for the entries of `tenant` (`None`: the configured default tenant).
+    pub fn with_tenant(mut self, tenant: Option<Arc<str>>) -> Self {
+        self.tenant = tenant;
+        self
+    }
+
+    /// The same set, its entries carrying these structured metadata pairs. Names must already
+    /// be valid.
+    pub fn with_structured_metadata<N, V>(mut self, pairs: impl IntoIterator<Item = (N, V)>) -> Self
+    where
+        N: Into<Box<str>>,
+        V: Into<Box<str>>,
+    {
+        let pairs: Vec<(Box<str>, Box<str>)> =
+            pairs.into_iter().map(|(name, value)| (name.into(), value.into())).collect();
+        debug_assert!(pairs.iter().all(|(name, _)| is_valid_name(name)), "names must be valid");
+        self.structured_metadata = pairs.into();
+        self
     }
 
     /// The selector string, e.g. `{container_name="/web", job="docker"}`.
@@ -71,11 +110,40 @@ impl StreamLabels {
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs.iter().map(|(name, value)| (&**name, &**value))
     }
+
+    /// The tenant taken from the record, if any.
+    pub fn tenant(&self) -> Option<&Arc<str>> {
+        self.tenant.as_ref()
+    }
+
+    /// The structured metadata of the stream's entries, in the configured order.
+    pub fn structured_metadata(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
+        self.structured_metadata.iter().map(|(name, value)| (&**name, &**value))
+    }
+
+    /// Bytes of structured metadata names and values per entry, which Loki counts like line
+    /// bytes.
+    pub fn structured_metadata_bytes(&self) -> usize {
+        self.structured_metadata.iter().map(|(name, value)| name.len() + value.len()).sum()
+    }
+
+    /// Whether `other` is the same Loki stream: the same tenant and labels. Structured metadata
+    /// may differ, since it is not part of a stream's identity in Loki.
+    pub fn same_loki_stream(&self, other: &Self) -> bool {
+        self.selector == other.selector && self.tenant == other.tenant
+    }
+
+    /// Feeds the Loki stream identity (tenant and labels) to `state`, consistent with
+    /// [`Self::same_loki_stream`].
+    pub fn hash_loki_stream<H: Hasher>(&self, state: &mut H) {
+        self.selector.hash(state);
+        self.tenant.hash(state);
+    }
 }
 
 impl PartialEq for StreamLabels {
     fn eq(&self, other: &Self) -> bool {
-        self.selector == other.selector
+        self.same_loki_stream(other) && self.structured_metadata == other.structured_metadata
     }
 }
 
@@ -83,7 +151,8 @@ impl Eq for StreamLabels {}
 
 impl Hash for StreamLabels {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.selector.hash(state);
+        self.hash_loki_stream(state);
+        self.structured_metadata.hash(state);
     }
 }
 
@@ -149,6 +218,20 @@ mod tests {
             labels.selector(),
             r#"{container_name="/wiki-js", hostname="say \"hi\"\\", job="fluent-bit"}"#
         );
+    }
+
+    #[test]
+    fn tenant_and_structured_metadata_tell_sets_apart_but_only_tenants_loki_streams() {
+        let plain = StreamLabels::new([("job", "a")]);
+        let tenant_a = plain.clone().with_tenant(Some("a".into()));
+        let with_metadata = plain.clone().with_structured_metadata([("container_id", "0f3c")]);
+        assert_ne!(plain, tenant_a);
+        assert_ne!(plain, with_metadata);
+        assert!(!plain.same_loki_stream(&tenant_a));
+        assert!(plain.same_loki_stream(&with_metadata));
+        assert_eq!(with_metadata.selector(), r#"{job="a"}"#);
+        assert_eq!(with_metadata.structured_metadata_bytes(), "container_id0f3c".len());
+        assert_eq!(tenant_a.tenant().map(|tenant| &**tenant), Some("a"));
     }
 
     #[test]

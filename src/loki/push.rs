@@ -4,15 +4,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::config::LokiConfig;
 use crate::log_limit::LogLimiter;
+use crate::loki::auth::{Credentials, Redacted, Secret, WatchedFile};
 use crate::loki::batch::Batch;
 use crate::loki::encode::PushEncoder;
 use crate::metrics::{Metrics, StatusLabels};
+use crate::secrets::{SecretError, secret_from_env};
 
 /// The User-Agent of every push, naming fwd2loki and its version.
 pub const USER_AGENT: &str = concat!("fwd2loki/", env!("CARGO_PKG_VERSION"));
@@ -82,6 +84,7 @@ pub struct LokiClient {
     backoff: Backoff,
     metrics: Arc<Metrics>,
     log_limiter: Arc<LogLimiter>,
+    credentials: Arc<Credentials>,
 }
 
 /// Why the client could not be built.
@@ -95,9 +98,79 @@ pub enum ClientError {
         /// What is wrong.
         message: String,
     },
-    /// The HTTP client could not be built (e.g. no TLS roots).
-    #[error("cannot build the HTTP client: {0}")]
+    /// The HTTP client could not be built (e.g. no CA certificates on the system).
+    #[error("cannot build the HTTP client: {}", error_chain(.0))]
     Http(#[from] reqwest::Error),
+    /// A credentials or certificate file cannot be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// An error with its causes, which reqwest's own message leaves out.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The HTTP client: User-Agent, timeout, and the TLS settings for Loki.
+fn http_client(config: &LokiConfig) -> Result<reqwest::Client, ClientError> {
+    let pem = |key: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| SecretError { key, path: path.to_owned(), source })
+    };
+    let invalid = |key: &'static str, error: reqwest::Error| ClientError::Config {
+        key,
+        message: error.to_string(),
+    };
+    let mut builder = reqwest::Client::builder().user_agent(USER_AGENT).timeout(config.timeout);
+    if let Some(path) = &config.ca_file {
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem("loki.ca_file", path)?)
+            .map_err(|error| invalid("loki.ca_file", error))?;
+        builder = builder.tls_certs_merge(certificates);
+    }
+    if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+        let mut identity = pem("loki.cert_file", cert)?;
+        identity.extend(pem("loki.key_file", key)?);
+        let identity = reqwest::Identity::from_pem(&identity)
+            .map_err(|error| invalid("loki.cert_file", error))?;
+        builder = builder.identity(identity);
+    }
+    if config.insecure_skip_verify {
+        warn!("loki.insecure_skip_verify is on: Loki's certificate is not checked");
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    Ok(builder.build()?)
+}
+
+/// The credentials from files or the environment; files are read now, so that a missing one
+/// stops the start.
+fn credentials(config: &LokiConfig) -> Result<Credentials, SecretError> {
+    let secret = |key: &'static str, file: Option<&std::path::Path>, variable: &str| {
+        if let Some(value) = secret_from_env(variable) {
+            return Ok(Some(Secret::Fixed(Redacted::new(value))));
+        }
+        file.map(|path| WatchedFile::open(key, path).map(Secret::File)).transpose()
+    };
+    if let Some(user) = &config.basic_auth_user {
+        let password = secret(
+            "loki.basic_auth_password_file",
+            config.basic_auth_password_file.as_deref(),
+            "FWD2LOKI_LOKI_PASSWORD",
+        )?
+        .unwrap_or_else(|| Secret::Fixed(Redacted::new(String::new())));
+        return Ok(Credentials::Basic { user: user.clone(), password });
+    }
+    let token = secret(
+        "loki.bearer_token_file",
+        config.bearer_token_file.as_deref(),
+        "FWD2LOKI_LOKI_BEARER_TOKEN",
+    )?;
+    Ok(token.map_or(Credentials::None, Credentials::Bearer))
 }
 
 /// How often the same kind of push failure is logged.
@@ -120,8 +193,8 @@ impl LokiClient {
             .map(HeaderValue::from_str)
             .transpose()
             .map_err(|_| invalid("loki.tenant_id", "not a valid header value".into()))?;
-        let http =
-            reqwest::Client::builder().user_agent(USER_AGENT).timeout(config.timeout).build()?;
+        let http = http_client(config)?;
+        let credentials = Arc::new(credentials(config)?);
         Ok(Self {
             http,
             url,
@@ -130,6 +203,7 @@ impl LokiClient {
             backoff: Backoff { min: config.min_backoff, max: config.max_backoff },
             metrics,
             log_limiter: Arc::new(LogLimiter::new(LOG_INTERVAL)),
+            credentials,
         })
     }
 
@@ -182,10 +256,11 @@ impl LokiClient {
         abort: &CancellationToken,
     ) -> Option<PushOutcome> {
         let body = bytes::Bytes::from(self.encode(batch));
+        let tenant = batch_tenant(batch);
         let mut attempt = 0;
         loop {
             let outcome = tokio::select! {
-                outcome = self.post(body.clone()) => outcome,
+                outcome = self.post(body.clone(), tenant.as_ref()) => outcome,
                 () = abort.cancelled() => return None,
             };
             let PushOutcome::Retry { reason, retry_after } = outcome else {
@@ -225,15 +300,19 @@ impl LokiClient {
         }
     }
 
-    /// Sends one push and classifies the answer.
-    async fn post(&self, body: bytes::Bytes) -> PushOutcome {
+    /// Sends one push for `tenant` (the configured `tenant_id` when `None`) and classifies
+    /// the answer.
+    async fn post(&self, body: bytes::Bytes, tenant: Option<&HeaderValue>) -> PushOutcome {
         let mut request = self
             .http
             .post(self.url.clone())
             .header(CONTENT_TYPE, "application/x-protobuf")
             .body(body);
-        if let Some(tenant_id) = &self.tenant_id {
+        if let Some(tenant_id) = tenant.or(self.tenant_id.as_ref()) {
             request = request.header("X-Scope-OrgID", tenant_id.clone());
+        }
+        if let Some(authorization) = self.credentials.header() {
+            request = request.header(AUTHORIZATION, authorization);
         }
         let started = Instant::now();
         let response = request.send().await;
@@ -261,6 +340,12 @@ impl LokiClient {
         let labels = StatusLabels { status: status.to_owned() };
         self.metrics.loki_requests.get_or_create(&labels).inc();
     }
+}
+
+/// The `X-Scope-OrgID` of a batch whose tenant came from its records. Such tenants were checked
+/// against Loki's rules, which allow only characters a header may carry.
+fn batch_tenant(batch: &Batch) -> Option<HeaderValue> {
+    batch.tenant().and_then(|tenant| HeaderValue::from_str(tenant).ok())
 }
 
 /// The `entries_dropped` reason for a refusal: `loki_<status>` for the statuses Loki uses.

@@ -1,22 +1,32 @@
-//! Turning a forward event into a Loki entry: which keys are dropped, which become labels, and
-//! how the rest is rendered as the line.
+//! Turning a forward event into a Loki entry: which keys are dropped, which become labels,
+//! structured metadata or the tenant, and how the rest is rendered as the line. Docker's split
+//! lines are joined first, by [`partial::PartialAssembler`].
 
+pub mod label_map;
+pub mod partial;
 pub mod render;
+pub mod streams;
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
+use tracing::warn;
+
 use crate::config::{LineFormat, LokiConfig, OversizedLines};
 use crate::forward::decode::{DecodeError, Event};
 use crate::loki::labels::{StreamLabels, sanitize_name};
+use crate::loki::tenant::is_valid_tenant_id;
 use crate::msgpack::{Reader, Value};
+use partial::{PARTIAL_ID, PARTIAL_LAST, PARTIAL_MESSAGE, PARTIAL_ORDINAL, PartialLimits};
 use render::{write_json, write_json_key, write_logfmt_value, write_plain};
+use streams::{Admission, OVERFLOW_LABEL, StreamRegistry};
 
 /// One log line on its way to Loki.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The stream's labels, shared by every entry of the stream.
+    /// The stream's labels, tenant and structured metadata, shared by every entry of the
+    /// stream.
     pub stream: Arc<StreamLabels>,
     /// Nanoseconds since the Unix epoch.
     pub timestamp_ns: i64,
@@ -39,8 +49,22 @@ impl Entry {
 enum KeyRole {
     /// Dropped.
     Remove,
-    /// The value becomes the label at this index of `label_names`.
-    Label(usize),
+    /// The value fills this slot of the stream key (see `Transform::slots`) and leaves the
+    /// line.
+    Slot(usize),
+    /// Docker's `partial_message`: `"true"` marks a part of a split line. Dropped.
+    PartialMarker,
+}
+
+/// Where a value of the stream key goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    /// The label of this (valid) name.
+    Label(String),
+    /// The structured metadata of this (valid) name.
+    StructuredMetadata(String),
+    /// The tenant, if Loki accepts the value as one.
+    Tenant,
 }
 
 /// The record-to-entry rules, built once from the configuration.
@@ -49,14 +73,22 @@ pub struct Transform {
     /// Keys with a role; all others stay in the line. Configurations name a handful of keys, so
     /// a linear search beats hashing.
     roles: Vec<(Box<[u8]>, KeyRole)>,
-    /// Valid label names for the label keys, by index.
-    label_names: Vec<String>,
+    /// The values that pick an entry's stream, in stream-key order: labels from `label_map`,
+    /// labels from `label_keys` (later, so that they win over a mapped label of the same
+    /// name), structured metadata, the tenant. The default configuration has one.
+    slots: Vec<Slot>,
+    /// `label_map`'s record paths and the slot each fills.
+    label_paths: Vec<(Box<[u8]>, usize)>,
+    /// Whether Docker's split lines are joined, and their limits.
+    partials: Option<PartialLimits>,
     static_labels: Vec<(String, String)>,
     line_format: LineFormat,
     line_key: Box<[u8]>,
     drop_single_key: bool,
     max_line_bytes: usize,
     oversized_lines: OversizedLines,
+    /// The streams in use, up to `max_streams`, shared by every clone.
+    registry: Arc<StreamRegistry>,
 }
 
 /// What the line-length limit did to an entry.
@@ -70,14 +102,26 @@ pub enum LineLimit {
     Drop,
 }
 
+/// What [`Transform::entry_or_fragment`] made of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transformed {
+    /// An entry, ready to go.
+    Entry(Entry),
+    /// A part of a line Docker split, for the connection's
+    /// [`PartialAssembler`](partial::PartialAssembler).
+    Fragment,
+}
+
 /// Per-connection working memory, reused for every event to avoid allocations.
 #[derive(Debug, Default)]
 pub struct Scratch {
     /// Byte ranges in the record of the keys and values that stay in the line.
     kept: Vec<(Range<usize>, Range<usize>)>,
-    /// Byte range in the record of each label key's value, if present.
-    label_values: Vec<Option<Range<usize>>>,
-    /// The label values of the current record, length-prefixed, as the stream cache's key.
+    /// Byte range in the record of each slot's value, if present.
+    slot_values: Vec<Option<Range<usize>>>,
+    /// Whether the record says it is part of a split line.
+    fragment: bool,
+    /// The slot values of the current record, length-prefixed, as the stream cache's key.
     stream_key: Vec<u8>,
     /// Label sets already built, by `stream_key`. A connection from Docker carries one
     /// container, so this nearly always holds a single stream.
@@ -89,26 +133,75 @@ const STREAM_CACHE_LIMIT: usize = 1024;
 
 impl Transform {
     /// Builds the rules from the `[loki]` section.
+    ///
+    /// A key has one role, the first of: label key, structured metadata key, tenant key,
+    /// Docker's partial marker, removed key. So `structured_metadata_keys` wins over
+    /// `remove_keys`; `label_map` reads the record whatever the roles.
     pub fn new(config: &LokiConfig) -> Self {
-        let mut roles: Vec<(Box<[u8]>, KeyRole)> = Vec::new();
-        for (index, key) in config.label_keys.iter().enumerate() {
-            roles.push((key.as_bytes().into(), KeyRole::Label(index)));
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut label_paths: Vec<(Box<[u8]>, usize)> = Vec::new();
+        for (path, name) in &config.label_map {
+            label_paths.push((path.as_bytes().into(), slots.len()));
+            slots.push(Slot::Label(name.clone()));
         }
-        for key in &config.remove_keys {
-            if !roles.iter().any(|(existing, _)| **existing == *key.as_bytes()) {
-                roles.push((key.as_bytes().into(), KeyRole::Remove));
+        let mut keys: Vec<(&str, KeyRole)> = Vec::new();
+        for key in &config.label_keys {
+            keys.push((key, KeyRole::Slot(slots.len())));
+            slots.push(Slot::Label(sanitize_name(key)));
+        }
+        for key in &config.structured_metadata_keys {
+            keys.push((key, KeyRole::Slot(slots.len())));
+            slots.push(Slot::StructuredMetadata(sanitize_name(key)));
+        }
+        if let Some(key) = &config.tenant_key {
+            keys.push((key, KeyRole::Slot(slots.len())));
+            slots.push(Slot::Tenant);
+        }
+        if config.reassemble_partials {
+            keys.push((PARTIAL_MESSAGE, KeyRole::PartialMarker));
+            for key in [PARTIAL_ID, PARTIAL_ORDINAL, PARTIAL_LAST] {
+                keys.push((key, KeyRole::Remove));
             }
         }
+        keys.extend(config.remove_keys.iter().map(|key| (key.as_str(), KeyRole::Remove)));
+        let mut roles: Vec<(Box<[u8]>, KeyRole)> = Vec::new();
+        for (key, role) in keys {
+            if !roles.iter().any(|(existing, _)| **existing == *key.as_bytes()) {
+                roles.push((key.as_bytes().into(), role));
+            }
+        }
+        let partials = config.reassemble_partials.then(|| PartialLimits {
+            max_bytes: usize::try_from(config.max_partial_bytes).unwrap_or(usize::MAX),
+            timeout: config.partial_timeout,
+        });
         Self {
             roles,
-            label_names: config.label_keys.iter().map(|key| sanitize_name(key)).collect(),
+            slots,
+            label_paths,
+            partials,
             static_labels: config.labels.clone().into_iter().collect(),
             line_format: config.line_format,
             line_key: config.line_key.as_bytes().into(),
             drop_single_key: config.drop_single_key,
             max_line_bytes: usize::try_from(config.max_line_bytes).unwrap_or(usize::MAX),
             oversized_lines: config.oversized_lines,
+            registry: Arc::new(StreamRegistry::new(config.max_streams, overflow_labels(config))),
         }
+    }
+
+    /// Counts entries sent to the overflow stream in `counter`.
+    ///
+    /// # Panics
+    ///
+    /// When called on a clone: the counter is set up before the transform is shared.
+    pub fn count_overflow_in(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        Arc::get_mut(&mut self.registry)
+            .expect("the counter is set before the transform is cloned")
+            .count_overflow_in(counter);
+        self
     }
 
     /// Applies `max_line_bytes` to the entry's line.
@@ -129,24 +222,54 @@ impl Transform {
         }
     }
 
-    /// Turns one event into an entry.
+    /// The limits of joining Docker's split lines, or `None` when they are not joined.
+    pub fn partial_limits(&self) -> Option<PartialLimits> {
+        self.partials
+    }
+
+    /// Turns one event into an entry. A part of a split line is turned into an entry of its
+    /// own (without the partial keys, when lines are joined).
     ///
     /// # Errors
     ///
     /// [`DecodeError`] when the record is not a well-formed map.
     pub fn entry(&self, event: Event<'_>, scratch: &mut Scratch) -> Result<Entry, DecodeError> {
+        self.sort_fields(event.record, scratch)?;
+        self.finish_entry(event, scratch)
+    }
+
+    /// Turns one event into an entry, or says that it is part of a line Docker split (only
+    /// when such lines are joined).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::entry`].
+    pub fn entry_or_fragment(
+        &self,
+        event: Event<'_>,
+        scratch: &mut Scratch,
+    ) -> Result<Transformed, DecodeError> {
+        self.sort_fields(event.record, scratch)?;
+        if scratch.fragment {
+            return Ok(Transformed::Fragment);
+        }
+        self.finish_entry(event, scratch).map(Transformed::Entry)
+    }
+
+    /// The entry of an event whose fields [`Self::sort_fields`] has sorted.
+    fn finish_entry(&self, event: Event<'_>, scratch: &mut Scratch) -> Result<Entry, DecodeError> {
         let record = event.record;
-        self.sort_fields(record, scratch)?;
         let stream = self.stream(record, scratch)?;
         let line = self.render_line(record, &scratch.kept)?;
         Ok(Entry { stream, timestamp_ns: event.timestamp_ns, line })
     }
 
-    /// Fills `scratch.kept` and `scratch.label_values` from the record's keys.
+    /// Fills `scratch.kept`, `scratch.slot_values` and `scratch.fragment` from the record.
     fn sort_fields(&self, record: &[u8], scratch: &mut Scratch) -> Result<(), DecodeError> {
         scratch.kept.clear();
-        scratch.label_values.clear();
-        scratch.label_values.resize(self.label_names.len(), None);
+        scratch.slot_values.clear();
+        scratch.slot_values.resize(self.slots.len(), None);
+        scratch.fragment = false;
 
         let mut reader = Reader::new(record);
         let Value::Map(pairs) = reader.read()? else {
@@ -163,9 +286,16 @@ impl Transform {
 
             match self.role_of(key) {
                 Some(KeyRole::Remove) => {}
-                Some(KeyRole::Label(index)) => scratch.label_values[index] = Some(value_range),
+                Some(KeyRole::Slot(index)) => scratch.slot_values[index] = Some(value_range),
+                Some(KeyRole::PartialMarker) => {
+                    let marker = Reader::new(&record[value_range]).read()?;
+                    scratch.fragment = matches!(marker, Value::Str(b"true") | Value::Bool(true));
+                }
                 None => scratch.kept.push((key_range, value_range)),
             }
+        }
+        for (path, index) in &self.label_paths {
+            scratch.slot_values[*index] = label_map::find(record, path)?;
         }
         Ok(())
     }
@@ -185,7 +315,7 @@ impl Transform {
         scratch: &mut Scratch,
     ) -> Result<Arc<StreamLabels>, DecodeError> {
         scratch.stream_key.clear();
-        for value in &scratch.label_values {
+        for value in &scratch.slot_values {
             match value.clone().map(|range| &record[range]) {
                 // A nil value adds no label, like a missing key.
                 Some(raw) if raw != [0xc0] => {
@@ -202,7 +332,17 @@ impl Transform {
             return Ok(Arc::clone(stream));
         }
 
-        let stream = Arc::new(self.build_labels(&scratch.stream_key));
+        let labels = self.build_labels(&scratch.stream_key);
+        let tenant = labels.tenant().cloned();
+        let metadata: Vec<(String, String)> = labels
+            .structured_metadata()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        let stream = match self.registry.admit(labels) {
+            Admission::Admitted(stream) => stream,
+            // Not cached, so that the stream is let in as soon as there is room.
+            Admission::Overflow(overflow) => return Ok(keep_details(overflow, tenant, metadata)),
+        };
         if scratch.streams.len() >= STREAM_CACHE_LIMIT {
             scratch.streams.clear();
         }
@@ -210,24 +350,37 @@ impl Transform {
         Ok(stream)
     }
 
-    /// Builds a label set from the static labels and a stream key made by [`Self::stream`].
+    /// Builds a label set, with its tenant and structured metadata, from the static labels and
+    /// a stream key made by [`Self::stream`].
     fn build_labels(&self, mut stream_key: &[u8]) -> StreamLabels {
         let mut dynamic = Vec::new();
-        for name in &self.label_names {
-            let (present, rest) = stream_key.split_first().expect("one byte per label key");
+        let mut metadata = Vec::new();
+        let mut tenant = None;
+        for slot in &self.slots {
+            let (present, rest) = stream_key.split_first().expect("one byte per slot");
             stream_key = rest;
             if *present == 1 {
                 let (len, rest) = stream_key.split_at(4);
                 let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
                 let (value, rest) = rest.split_at(len);
                 stream_key = rest;
-                dynamic.push((name.as_str(), String::from_utf8_lossy(value).into_owned()));
+                let value = String::from_utf8_lossy(value).into_owned();
+                match slot {
+                    Slot::Label(name) => dynamic.push((name.as_str(), value)),
+                    Slot::StructuredMetadata(name) => metadata.push((name.as_str(), value)),
+                    Slot::Tenant if is_valid_tenant_id(&value) => tenant = Some(value.into()),
+                    Slot::Tenant => {
+                        warn!(tenant = %value, "record tenant is not a valid Loki tenant id; using the default tenant");
+                    }
+                }
             }
         }
         let fixed = self.static_labels.iter().map(|(name, value)| (name.as_str(), value.clone()));
         // Values taken from the record come last, so they win over a static label of the
         // same name.
         StreamLabels::new(fixed.chain(dynamic))
+            .with_tenant(tenant)
+            .with_structured_metadata(metadata)
     }
 
     /// Renders the fields that stay in the line.
@@ -288,4 +441,25 @@ fn write_object<'a>(
 }
 
 #[cfg(test)]
+mod routing_tests;
+#[cfg(test)]
 mod tests;
+
+/// The overflow stream for an entry of `tenant` with `metadata`: past the stream limit an entry
+/// loses its labels, but it still goes to its own tenant, with its structured metadata.
+fn keep_details(
+    overflow: Arc<StreamLabels>,
+    tenant: Option<Arc<str>>,
+    metadata: Vec<(String, String)>,
+) -> Arc<StreamLabels> {
+    if tenant.is_none() && metadata.is_empty() {
+        return overflow;
+    }
+    Arc::new((*overflow).clone().with_tenant(tenant).with_structured_metadata(metadata))
+}
+
+/// The overflow stream's labels: the static labels and the overflow marker.
+fn overflow_labels(config: &LokiConfig) -> StreamLabels {
+    let fixed = config.labels.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+    StreamLabels::new(fixed.chain([OVERFLOW_LABEL]))
+}

@@ -196,7 +196,8 @@ async fn batches_are_cut_by_time() {
 #[tokio::test]
 async fn streams_are_sorted_by_time_within_a_push() {
     let loki = TestLoki::start().await;
-    let shipper = Shipper::start(&loki, |_| {}).await;
+    // With keep_arrival_order, entries this close would be moved into arrival order instead.
+    let shipper = Shipper::start(&loki, |config| config.loki.keep_arrival_order = false).await;
     let mut stream = shipper.connect().await;
     let at = |offset: i64, line: &str| {
         OutgoingEvent::from_json(T0 + offset, &docker_record("/app", line))

@@ -4,4 +4,5 @@
 #![allow(dead_code, reason = "every test module uses a different subset of the helpers")]
 
 pub(crate) mod loki;
+pub(crate) mod pki;
 pub(crate) mod shipper;

@@ -151,10 +151,35 @@ impl BinaryShipper {
             config.push_str("\n[server]\nlisten = \"127.0.0.1:0\"\n");
         }
         std::fs::write(&path, config).expect("config file is written");
+        let config_args = ["--config", path.to_str().expect("UTF-8 path")];
+        Self::spawn(dir, &config_args, args, &[])
+    }
+
+    /// Starts the binary with `--fluent-bit-config` and the fluent-bit configuration `conf`,
+    /// with the environment variables `env` added, and waits until it accepts connections. The
+    /// forward listener and the HTTP endpoints are put on ephemeral loopback ports.
+    pub(crate) fn start_with_fluent_bit_config(conf: &str, env: &[(&str, &str)]) -> BinaryShipper {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("fluent-bit.conf");
+        std::fs::write(&path, conf).expect("fluent-bit config file is written");
+        let path = path.to_str().expect("UTF-8 path");
+        let args = ["--fluent-bit-config", path, "--server-listen", "127.0.0.1:0"];
+        Self::spawn(dir, &args, &[], env)
+    }
+
+    /// Runs the binary with `first` arguments, ephemeral loopback listeners and JSON logs, then
+    /// `extra` arguments, and waits until it accepts connections.
+    fn spawn(
+        dir: tempfile::TempDir,
+        first: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> BinaryShipper {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fwd2loki"))
-            .args(["--config", path.to_str().expect("UTF-8 path")])
+            .args(first)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(args)
+            .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

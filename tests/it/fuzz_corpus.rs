@@ -1,0 +1,497 @@
+//! Replays the fuzz corpus, `fuzz/corpus/<target>/`, through the entry points the fuzz targets
+//! call, so that every seed and every minimized crasher (`crash-*`) runs in `cargo test`.
+//!
+//! The generated seeds are written by `write_seed_corpus` below, run by hand:
+//! `cargo test --test it fuzz_corpus::write_seed_corpus -- --ignored`.
+
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use flate2::{Compression, GzBuilder};
+use fwd2loki::forward::client::{Mode, OutgoingEvent, TimeFormat, encode_requests};
+use fwd2loki::forward::decode::{self, Body, Request};
+use fwd2loki::msgpack::Scanner;
+use serde_json::json;
+
+/// A fuzz target's entry point.
+type EntryPoint = fn(&[u8]);
+
+/// Each fuzz target, by the name of its corpus directory, with its entry point.
+const TARGETS: [(&str, EntryPoint); 3] = [
+    ("forward_stream", fwd2loki::fuzzing::forward_stream),
+    ("compressed_entries", fwd2loki::fuzzing::compressed_entries),
+    ("config", fwd2loki::fuzzing::config),
+];
+
+/// Seeds stay small so that the fuzzers' default input size (4 KiB) covers them.
+const MAX_SEED_BYTES: usize = 4096;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target)
+}
+
+/// The corpus files of `target`, by name. Hidden files are a local fuzz run's leftovers.
+fn corpus_files(target: &str) -> Vec<PathBuf> {
+    let dir = corpus_dir(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|error| panic!("{dir:?}: {error}"));
+    let mut files: Vec<PathBuf> = entries
+        .map(|entry| entry.expect("readable directory").path())
+        .filter(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_corpus_file_runs_through_its_fuzz_target() {
+    for (target, run) in TARGETS {
+        let files = corpus_files(target);
+        assert!(files.len() >= 10, "{target}: only {} corpus files", files.len());
+        let mut failures = Vec::new();
+        let mut ran = 0;
+        for file in &files {
+            let data = std::fs::read(file).unwrap();
+            if catch_unwind(AssertUnwindSafe(|| run(&data))).is_err() {
+                failures.push(file.file_name().unwrap().to_string_lossy().into_owned());
+            }
+            ran += 1;
+        }
+        assert_eq!(ran, files.len(), "{target}: every file ran");
+        assert!(failures.is_empty(), "{target}: the target panicked on {failures:?}");
+    }
+}
+
+#[test]
+fn forward_seeds_hold_every_mode() {
+    let mut seen = std::collections::BTreeSet::new();
+    for file in corpus_files("forward_stream") {
+        let data = std::fs::read(&file).unwrap();
+        let mut start = 0;
+        while let Ok(Some(len)) = Scanner::new(1 << 20).scan(&data[start..]) {
+            let bytes = &data[start..start + len];
+            start += len;
+            let Ok(request) = decode::parse(bytes) else {
+                continue;
+            };
+            let kind = match &request {
+                Request::Heartbeat => "heartbeat",
+                Request::Events { body: Body::Message(_), .. } => "message",
+                Request::Events { body: Body::Forward { .. }, .. } => "forward",
+                Request::Events { body: Body::Packed(_), .. } => "packed",
+                Request::Events { body: Body::CompressedPacked(_), .. } => "compressed",
+            };
+            let events = request
+                .for_each_event(&mut Vec::new(), 1 << 20, |_| Ok::<_, decode::DecodeError>(()));
+            if kind == "heartbeat" || events.is_ok_and(|count| count > 0) {
+                seen.insert(kind);
+            }
+        }
+    }
+    let modes = ["heartbeat", "message", "forward", "packed", "compressed"];
+    assert_eq!(seen, modes.into_iter().collect(), "requests with events in the seeds");
+}
+
+/// Writes the generated seeds of every target into `fuzz/corpus/`. Hand-picked crashers and
+/// other files there are left alone.
+#[test]
+#[ignore = "writes fuzz/corpus/; run by hand after changing the seeds"]
+fn write_seed_corpus() {
+    let mut seeds = forward_stream_seeds();
+    seeds.extend(compressed_entries_seeds());
+    seeds.extend(config_seeds());
+    for (target, name, bytes) in seeds {
+        assert!(bytes.len() <= MAX_SEED_BYTES, "{target}/{name}: {} bytes", bytes.len());
+        let dir = corpus_dir(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+type Seed = (&'static str, &'static str, Vec<u8>);
+
+/// 2025-11-24T16:00:00.123456789Z
+const TIME_NS: i64 = 1_764_000_000_123_456_789;
+const SECS: u32 = 1_764_000_000;
+const NANOS: u32 = 123_456_789;
+
+fn docker_record(line: &str) -> serde_json::Value {
+    json!({
+        "container_id": "0f3c9a2b7d1e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a",
+        "container_name": "/wiki-js",
+        "source": "stdout",
+        "log": line,
+    })
+}
+
+fn requests(mode: Mode, time: TimeFormat, records: &[serde_json::Value], chunk: bool) -> Vec<u8> {
+    let events: Vec<OutgoingEvent> = records
+        .iter()
+        .enumerate()
+        .map(|(index, record)| OutgoingEvent::from_json(TIME_NS + index as i64, record))
+        .collect();
+    let mut out = Vec::new();
+    encode_requests("docker.wiki", mode, time, &events, chunk.then_some("c2VlZA=="), &mut out);
+    out
+}
+
+fn str(out: &mut Vec<u8>, text: &str) {
+    rmp::encode::write_str(out, text).unwrap();
+}
+
+/// A Docker record whose map is written by hand, for time encodings the client does not make.
+fn message_with_time(time: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x94];
+    str(&mut out, "docker.wiki");
+    out.extend_from_slice(time);
+    out.extend(rmp_serde::to_vec_named(&docker_record("GET /wiki/home 200")).unwrap());
+    out.push(0x80);
+    out
+}
+
+fn be(bytes: &[&[u8]]) -> Vec<u8> {
+    bytes.concat()
+}
+
+fn event_time_fixext8() -> Vec<u8> {
+    be(&[&[0xd7, 0x00], &SECS.to_be_bytes(), &NANOS.to_be_bytes()])
+}
+
+fn event_time_ext8() -> Vec<u8> {
+    be(&[&[0xc7, 0x08, 0x00], &SECS.to_be_bytes(), &NANOS.to_be_bytes()])
+}
+
+/// A record with every kind of msgpack value, keys of several types included.
+fn odd_record() -> Vec<u8> {
+    let mut out = Vec::new();
+    rmp::encode::write_map_len(&mut out, 14).unwrap();
+    str(&mut out, "log");
+    str(&mut out, "say \"hi\"=\tthere \u{1} é ✓");
+    str(&mut out, "container_name");
+    out.push(0xc0); // a nil label value adds no label
+    rmp::encode::write_bin(&mut out, b"bin key").unwrap();
+    rmp::encode::write_bin(&mut out, &[0xff, 0xfe, b'a']).unwrap();
+    str(&mut out, "bad utf-8");
+    out.extend_from_slice(&[0xa3, 0xc3, 0x28, b'x']);
+    rmp::encode::write_uint(&mut out, 7).unwrap();
+    rmp::encode::write_sint(&mut out, i64::MIN).unwrap();
+    out.push(0xc3); // true as a key
+    rmp::encode::write_u64(&mut out, u64::MAX).unwrap();
+    rmp::encode::write_f32(&mut out, 1.5).unwrap();
+    rmp::encode::write_f64(&mut out, f64::NAN).unwrap();
+    str(&mut out, "inf");
+    rmp::encode::write_f64(&mut out, f64::NEG_INFINITY).unwrap();
+    str(&mut out, "when");
+    out.extend(event_time_fixext8());
+    str(&mut out, "ext");
+    out.extend_from_slice(&[0xd5, 0x05, 0xab, 0xcd]);
+    str(&mut out, "nested");
+    out.extend(rmp_serde::to_vec(&json!({"a": [1, -2, {"b": null}], "c": {}})).unwrap());
+    str(&mut out, "empty");
+    out.extend_from_slice(&[0x90]);
+    str(&mut out, "1.odd key");
+    str(&mut out, "label from an odd key");
+    str(&mut out, "source");
+    str(&mut out, "stderr");
+    out
+}
+
+/// `[tag, [record...]]` in forward mode, with the given option map.
+fn forward_with_entries(entries: &[Vec<u8>], options: Option<&[u8]>) -> Vec<u8> {
+    let mut out = vec![if options.is_some() { 0x93 } else { 0x92 }];
+    str(&mut out, "app");
+    rmp::encode::write_array_len(&mut out, entries.len() as u32).unwrap();
+    for entry in entries {
+        out.extend_from_slice(entry);
+    }
+    out.extend_from_slice(options.unwrap_or_default());
+    out
+}
+
+fn entry(time: &[u8], record: &[u8]) -> Vec<u8> {
+    be(&[&[0x92], time, record])
+}
+
+fn plain_record(line: &str) -> Vec<u8> {
+    rmp_serde::to_vec_named(&json!({"log": line})).unwrap()
+}
+
+fn forward_stream_seeds() -> Vec<Seed> {
+    use Mode::*;
+    use TimeFormat::*;
+    let docker = [docker_record("GET /wiki/home 200")];
+    let three = [
+        docker_record("first"),
+        json!({"log": "second", "level": "info", "n": 2}),
+        json!({"message": "no log key"}),
+    ];
+    let long_line = "0123456789abcdef é ".repeat(30);
+    let deep = {
+        let mut record = vec![0x81, 0xa3, b'd', b'e', b'p'];
+        record.extend(std::iter::repeat_n(0x91, 200));
+        record.push(0x01);
+        record
+    };
+    let mut options_size = Vec::new();
+    rmp::encode::write_map_len(&mut options_size, 3).unwrap();
+    for (key, value) in [("chunk", "Y2h1bms="), ("compressed", "text")] {
+        str(&mut options_size, key);
+        str(&mut options_size, value);
+    }
+    str(&mut options_size, "size");
+    options_size.push(0x02);
+    let two_entries =
+        [entry(&[0x01], &plain_record("a")), entry(&event_time_ext8(), &plain_record("b"))];
+
+    let mut mixed = vec![0xc0];
+    mixed.extend(requests(Message, EventTime, &docker, true));
+    mixed.extend(requests(Forward, Integer, &three, false));
+    mixed.extend(requests(Packed, Float, &three, true));
+    mixed.extend(requests(Compressed, EventTime, &three, false));
+    mixed.push(0xc0);
+
+    let mut two_members = Vec::new();
+    for record in &three[..2] {
+        let record = rmp_serde::to_vec_named(record).unwrap();
+        two_members.extend(gzip(&entry(&event_time_fixext8(), &record), Compression::fast()));
+    }
+    let mut multi_gzip = vec![0x93];
+    str(&mut multi_gzip, "multi");
+    rmp::encode::write_bin(&mut multi_gzip, &two_members).unwrap();
+    rmp::encode::write_map_len(&mut multi_gzip, 1).unwrap();
+    str(&mut multi_gzip, "compressed");
+    str(&mut multi_gzip, "gzip");
+
+    let mut packed_str = vec![0x92];
+    str(&mut packed_str, "app");
+    let entries = two_entries.concat();
+    rmp::encode::write_str_len(&mut packed_str, entries.len() as u32).unwrap();
+    packed_str.extend_from_slice(&entries);
+
+    let fluent_bit_metadata = forward_with_entries(
+        &[be(&[
+            &[0x92, 0x92],
+            &event_time_fixext8(),
+            &[0x81, 0xa1, b'k', 0x01],
+            &plain_record("fb"),
+        ])],
+        None,
+    );
+
+    vec![
+        ("forward_stream", "heartbeat", vec![0xc0]),
+        ("forward_stream", "message-event-time-ack", requests(Message, EventTime, &docker, true)),
+        ("forward_stream", "message-event-time-ext8", message_with_time(&event_time_ext8())),
+        (
+            "forward_stream",
+            "message-int32-docker",
+            message_with_time(&be(&[&[0xd2], &SECS.to_be_bytes()])),
+        ),
+        (
+            "forward_stream",
+            "message-int64",
+            message_with_time(&be(&[&[0xd3], &u64::from(SECS).to_be_bytes()])),
+        ),
+        ("forward_stream", "message-uint32", requests(Message, Integer, &docker, false)),
+        ("forward_stream", "message-float", requests(Message, Float, &docker, false)),
+        ("forward_stream", "message-odd-record", message_with_time_record(&[0x01], &odd_record())),
+        (
+            "forward_stream",
+            "message-long-line",
+            requests(Message, EventTime, &[json!({"log": long_line})], false),
+        ),
+        ("forward_stream", "message-deep-nesting", message_with_time_record(&[0x05], &deep)),
+        ("forward_stream", "forward-three", requests(Forward, EventTime, &three, true)),
+        (
+            "forward_stream",
+            "forward-size-option",
+            forward_with_entries(&two_entries, Some(&options_size)),
+        ),
+        ("forward_stream", "forward-fluent-bit-metadata", fluent_bit_metadata),
+        ("forward_stream", "packed-three", requests(Packed, Integer, &three, false)),
+        ("forward_stream", "packed-str-entries", packed_str),
+        ("forward_stream", "compressed-three", requests(Compressed, EventTime, &three, true)),
+        ("forward_stream", "compressed-two-gzip-members", multi_gzip),
+        ("forward_stream", "connection-every-mode", mixed),
+        ("forward_stream", "error-negative-time", message_with_time(&[0xff])),
+        ("forward_stream", "error-record-not-map", be(&[&[0x93, 0xa1, b't', 0x01], &[0x91, 0x01]])),
+        (
+            "forward_stream",
+            "error-size-mismatch",
+            forward_with_entries(&two_entries[..1], Some(&options_size)),
+        ),
+        ("forward_stream", "error-reserved-marker", vec![0x93, 0xa1, b't', 0x01, 0xc1]),
+        (
+            "forward_stream",
+            "error-announced-too-large",
+            vec![0x93, 0xa1, b't', 0xc6, 0x7f, 0xff, 0xff, 0xff],
+        ),
+        ("forward_stream", "error-unknown-compression", {
+            let mut request = requests(Compressed, EventTime, &docker, false);
+            let at = request.len() - 4;
+            request[at..].copy_from_slice(b"zstd");
+            request
+        }),
+    ]
+}
+
+fn message_with_time_record(time: &[u8], record: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x93];
+    str(&mut out, "app");
+    out.extend_from_slice(time);
+    out.extend_from_slice(record);
+    out
+}
+
+fn gzip(data: &[u8], level: Compression) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), level);
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Seeds of two kinds: packed entries (which the target also gzips) and gzip data (which it
+/// also inflates).
+fn compressed_entries_seeds() -> Vec<Seed> {
+    let record = |value: serde_json::Value| rmp_serde::to_vec_named(&value).unwrap();
+    let docker: Vec<u8> = ["first", "second", "third"]
+        .into_iter()
+        .flat_map(|line| entry(&event_time_fixext8(), &record(docker_record(line))))
+        .collect();
+    let mixed_times = be(&[
+        &entry(&be(&[&[0xd2], &SECS.to_be_bytes()]), &plain_record("int32")),
+        &entry(&be(&[&[0xce], &SECS.to_be_bytes()]), &plain_record("uint32")),
+        &entry(&[0xcb, 0x41, 0xda, 0x49, 0x6e, 0x40, 0x07, 0xe6, 0xb7], &plain_record("float")),
+        &entry(&event_time_ext8(), &plain_record("ext8")),
+        &entry(&[0x00], &plain_record("zero")),
+    ]);
+    let metadata = entry(
+        &be(&[&[0x92], &event_time_fixext8(), &[0x81, 0xa1, b'k', 0x01]]),
+        &plain_record("fluent-bit 2.x"),
+    );
+    let long_line = entry(&[0x01], &record(json!({"log": "x y=\"z\" ".repeat(100)})));
+    let with_header = {
+        let mut encoder = GzBuilder::new()
+            .filename("entries.msgpack")
+            .comment("seed")
+            .extra(vec![b'f', b'z', 2, 0, 1, 2])
+            .mtime(SECS)
+            .write(Vec::new(), Compression::default());
+        encoder.write_all(&docker).unwrap();
+        encoder.finish().unwrap()
+    };
+    let fast = gzip(&docker, Compression::fast());
+    let mut truncated = fast.clone();
+    truncated.truncate(fast.len() / 2);
+    let mut bad_crc = fast.clone();
+    let at = bad_crc.len() - 8;
+    bad_crc[at] ^= 0xff;
+    let mut trailing = fast.clone();
+    trailing.extend_from_slice(b"junk");
+
+    let seeds = [
+        ("entries-docker-event-time", docker.clone()),
+        ("entries-time-encodings", mixed_times.clone()),
+        ("entries-fluent-bit-metadata", metadata),
+        ("entries-odd-record", entry(&[0x01], &odd_record())),
+        ("entries-long-line", long_line.clone()),
+        ("entries-truncated", docker[..docker.len() - 3].to_vec()),
+        ("entries-not-an-array", plain_record("not an entry")),
+        ("gzip-docker", fast.clone()),
+        ("gzip-time-encodings", gzip(&mixed_times, Compression::best())),
+        ("gzip-stored", gzip(&docker, Compression::none())),
+        ("gzip-long-line", gzip(&long_line, Compression::best())),
+        ("gzip-two-members", be(&[&fast, &gzip(&mixed_times, Compression::fast())])),
+        ("gzip-header-fields", with_header),
+        ("gzip-empty", gzip(&[], Compression::default())),
+        ("gzip-truncated", truncated),
+        ("gzip-bad-crc", bad_crc),
+        ("gzip-trailing-junk", trailing),
+    ];
+    seeds.into_iter().map(|(name, bytes)| ("compressed_entries", name, bytes)).collect()
+}
+
+/// The README's TOML examples, and configurations that reach every option and error.
+fn config_seeds() -> Vec<Seed> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let examples: Vec<&str> =
+        readme.split("```toml\n").skip(1).map(|block| block.split("```").next().unwrap()).collect();
+    assert!(examples.len() >= 3, "the README's TOML examples");
+    let readme_names =
+        ["readme-defaults.toml", "readme-reference-url.toml", "readme-reference.toml"];
+    let mut seeds: Vec<Seed> = readme_names
+        .into_iter()
+        .zip(&examples)
+        .map(|(name, text)| ("config", name, text.as_bytes().to_vec()))
+        .collect();
+    let others = [
+        (
+            "disk-buffer-unix.toml",
+            r#"
+            shutdown_timeout = "30s"
+            [input]
+            listen = ["unix:///run/fwd2loki.sock", "tcp://127.0.0.1:24224", "[::1]:24224"]
+            max_message_bytes = 1048576
+            max_decompressed_bytes = "16 MB"
+            [buffer]
+            type = "disk"
+            path = "/var/lib/fwd2loki"
+            max_bytes = "1GiB"
+            memory_bytes = "8MiB"
+            "#,
+        ),
+        (
+            "formats.toml",
+            r#"
+            [loki]
+            url = "https://logs.example.com/loki/api/v1/push"
+            tenant_id = "team-a"
+            line_format = "key_value"
+            line_key = "message"
+            drop_single_key = false
+            oversized_lines = "drop"
+            max_line_bytes = "1KiB"
+            max_concurrent_pushes = 4
+            label_keys = ["container.name", "1abc", "__meta", "ünï", ""]
+            remove_keys = []
+            labels = {}
+            [log]
+            level = "info,fwd2loki=debug"
+            format = "json"
+            "#,
+        ),
+        (
+            "raw-durations.toml",
+            r#"
+            [loki]
+            line_format = "raw"
+            batch_wait = "2m 30s"
+            ack_batch_wait = "1ms"
+            timeout = "1h"
+            min_backoff = "100ms"
+            max_backoff = "5m"
+            batch_size = 1
+            "#,
+        ),
+        ("empty.toml", ""),
+        ("error-duration.toml", "[loki]\nbatch_wait = \"1x\""),
+        ("error-size.toml", "[input]\nmax_message_bytes = \"12 parsecs\""),
+        ("error-label-name.toml", "[loki]\nlabels = { \"1abc\" = \"x\", __y = \"z\" }"),
+        ("error-unknown-key.toml", "[loki]\nbatch_wate = \"1s\""),
+        ("error-syntax.toml", "[loki\nurl = \"http://x"),
+        ("error-disk-no-path.toml", "[buffer]\ntype = \"disk\""),
+        ("error-memory-below-batch.toml", "[buffer]\nmax_bytes = \"1KiB\""),
+        ("error-url-scheme.toml", "[loki]\nurl = \"ftp://loki:3100/\""),
+        ("error-listen.toml", "[input]\nlisten = [\"unix:relative.sock\", \"24224\"]"),
+        ("error-no-labels.toml", "[loki]\nlabels = {}\nlabel_keys = []"),
+        ("error-backoff.toml", "[loki]\nmin_backoff = \"10s\"\nmax_backoff = \"1s\""),
+    ];
+    // The indentation above is for the reader; the files start their lines at the margin.
+    let dedent = |text: &str| -> String {
+        text.trim().lines().map(|line| format!("{}\n", line.trim())).collect()
+    };
+    seeds
+        .extend(others.into_iter().map(|(name, text)| ("config", name, dedent(text).into_bytes())));
+    seeds
+}
