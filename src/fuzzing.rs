@@ -10,15 +10,21 @@
 use std::io::Write;
 use std::ops::Range;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use tokio::time::Instant;
 
-use crate::config::{Config, LineFormat, LokiConfig, OversizedLines};
+use crate::config::{Config, LineFormat, LokiConfig};
 use crate::forward::decode::{self, DecodeError, Event};
 use crate::loki::labels::is_valid_name;
-use crate::msgpack::{ScanError, Scanner, value_len};
-use crate::transform::{Entry, LineLimit, Scratch, Transform};
+use crate::loki::tenant::is_valid_tenant_id;
+use crate::msgpack::{Reader, ScanError, Scanner, Value, value_len};
+use crate::transform::partial::{
+    JoinedLine, PARTIAL_ID, PARTIAL_LAST, PARTIAL_MESSAGE, PARTIAL_ORDINAL, PartialAssembler,
+};
+use crate::transform::{Entry, LineLimit, Scratch, Transform, Transformed};
 
 /// Largest request accepted. Smaller than the server's 8 MiB default: fuzz inputs are a few
 /// KiB, and a smaller limit keeps the announced-size checks within the fuzzer's reach.
@@ -45,9 +51,12 @@ pub fn forward_stream(data: &[u8]) {
     check_small_limit(data, &framing.requests);
     let mut decoder = Decoder::new(true);
     for range in &framing.requests {
-        // Errors close the connection in the server; here they only end the request.
-        let _ = decoder.request(&data[range.clone()]);
+        // An error closes the connection, as in the server.
+        if decoder.request(&data[range.clone()]).is_err() {
+            break;
+        }
     }
+    decoder.close();
     // The server decodes only what framing cut out, but `decode::parse` is public: bytes that
     // are not one complete value must be refused too, not panic.
     let _ = Decoder::new(false).request(data);
@@ -60,7 +69,9 @@ pub fn forward_stream(data: &[u8]) {
 /// Checks that the gzip-compressed request `[tag, bin(gzip(data)), {"compressed": "gzip"}]`
 /// yields exactly the events, or the error, of the uncompressed `[tag, bin(data)]`.
 pub fn compressed_entries(data: &[u8]) {
-    let _ = Decoder::new(true).request(&packed_request(data, true));
+    let mut decoder = Decoder::new(true);
+    let _ = decoder.request(&packed_request(data, true));
+    decoder.close();
 
     if data.len() > MAX_DECOMPRESSED_BYTES {
         return;
@@ -76,6 +87,7 @@ pub fn compressed_entries(data: &[u8]) {
         "gzip changed the request's outcome"
     );
     assert_eq!(from_compressed.events, from_plain.events, "gzip changed the events");
+    from_compressed.close();
 }
 
 /// Parses `data` as a configuration file. When it is valid, builds the transform from it and
@@ -169,62 +181,160 @@ fn check_small_limit(data: &[u8], requests: &[Range<usize>]) {
     }
 }
 
-/// One of the configurations every event is transformed with.
-struct Variant {
-    transform: Transform,
-    scratch: Scratch,
-    max_line_bytes: u64,
+/// The `[loki]` sections every event is transformed under: the defaults, and others that reach
+/// every line format, both treatments of long lines, unjoined and cut split lines, odd label
+/// keys, `label_map`, structured metadata, the tenant key and the stream cap. Written as TOML,
+/// so that they pass the same checks as a real configuration.
+const LOKI_CONFIGS: [&str; 4] = [
+    "labels = { job = \"fuzz\" }",
+    r#"
+    labels = { job = "fuzz" }
+    drop_single_key = false
+    label_keys = ["container_name", "1.odd key", "__x", "log"]
+    remove_keys = ["source", "container_id", "container_name"]
+    max_line_bytes = 64
+    reassemble_partials = false
+    "#,
+    r#"
+    labels = { job = "fuzz" }
+    line_format = "key_value"
+    label_keys = ["source"]
+    remove_keys = []
+    label_map = { "kubernetes.labels.app" = "app", "a.b" = "a_b", log = "log_label" }
+    structured_metadata_keys = ["container_id", "1.odd key"]
+    tenant_key = "tenant"
+    max_line_bytes = 32
+    partial_timeout = "5ms"
+    max_partial_bytes = 8
+    "#,
+    r#"
+    labels = { job = "fuzz" }
+    line_format = "raw"
+    drop_single_key = false
+    label_keys = ["log"]
+    max_streams = 2
+    max_line_bytes = 16
+    oversized_lines = "drop"
+    "#,
+];
+
+/// One `[loki]` configuration of [`LOKI_CONFIGS`], parsed.
+struct LokiVariant {
+    config: LokiConfig,
     /// Whether every line is a JSON object before the line limit.
     json_object_lines: bool,
 }
 
-/// The configurations: the default one, and others that reach every line format, both
-/// treatments of long lines, and odd label keys. Each flag says whether every line of that
-/// configuration is a JSON object.
-fn configs() -> &'static [(LokiConfig, bool)] {
-    static CONFIGS: OnceLock<Vec<(LokiConfig, bool)>> = OnceLock::new();
-    CONFIGS.get_or_init(|| {
-        let base = || LokiConfig {
-            // A fixed label instead of this host's name, so that runs repeat on any machine.
-            labels: [("job".to_owned(), "fuzz".to_owned())].into(),
-            ..LokiConfig::default()
-        };
-        let strings = |items: &[&str]| items.iter().map(|&item| item.to_owned()).collect();
-        vec![
-            (base(), false),
-            (
-                LokiConfig {
-                    drop_single_key: false,
-                    label_keys: strings(&["container_name", "1.odd key", "__x", "log"]),
-                    remove_keys: strings(&["source", "container_id", "container_name"]),
-                    max_line_bytes: 64,
-                    ..base()
-                },
-                true,
-            ),
-            (
-                LokiConfig {
-                    line_format: LineFormat::KeyValue,
-                    label_keys: strings(&["source"]),
-                    remove_keys: Vec::new(),
-                    max_line_bytes: 32,
-                    ..base()
-                },
-                false,
-            ),
-            (
-                LokiConfig {
-                    line_format: LineFormat::Raw,
-                    drop_single_key: false,
-                    label_keys: Vec::new(),
-                    max_line_bytes: 16,
-                    oversized_lines: OversizedLines::Drop,
-                    ..base()
-                },
-                false,
-            ),
-        ]
+/// The parsed [`LOKI_CONFIGS`].
+fn loki_variants() -> &'static [LokiVariant] {
+    static VARIANTS: OnceLock<Vec<LokiVariant>> = OnceLock::new();
+    VARIANTS.get_or_init(|| {
+        LOKI_CONFIGS
+            .iter()
+            .map(|section| {
+                let config = Config::from_toml(&format!("[loki]\n{section}"))
+                    .unwrap_or_else(|error| panic!("fuzzing configuration: {error}"))
+                    .loki;
+                let json_object_lines =
+                    config.line_format == LineFormat::Json && !config.drop_single_key;
+                LokiVariant { config, json_object_lines }
+            })
+            .collect()
     })
+}
+
+/// One configuration's connection state: what `forward::connection` keeps per connection.
+struct Variant {
+    transform: Transform,
+    scratch: Scratch,
+    partials: Option<PartialAssembler>,
+    joined: Vec<JoinedLine>,
+    /// Set once an event is refused: the server closes the connection then.
+    closed: bool,
+    loki: &'static LokiVariant,
+}
+
+impl Variant {
+    fn new(loki: &'static LokiVariant) -> Self {
+        let transform = Transform::new(&loki.config);
+        let partials = transform.partial_limits().map(PartialAssembler::new);
+        let (scratch, joined) = (Scratch::default(), Vec::new());
+        Self { transform, scratch, partials, joined, closed: false, loki }
+    }
+
+    /// Turns one event into entries as the connection does: an entry, or a part of a split
+    /// line for the assembler, which may complete lines.
+    fn event(&mut self, event: Event<'_>, now: Instant) {
+        if self.closed {
+            return;
+        }
+        let done = match self.transform.entry_or_fragment(event, &mut self.scratch) {
+            Ok(Transformed::Entry(entry)) => {
+                self.check(event.timestamp_ns, entry);
+                Ok(())
+            }
+            Ok(Transformed::Fragment) => self.fragment(event, now),
+            Err(error) => Err(error),
+        };
+        if done.is_err() {
+            self.close();
+        }
+    }
+
+    fn fragment(&mut self, event: Event<'_>, now: Instant) -> Result<(), DecodeError> {
+        let taken = match &mut self.partials {
+            Some(partials) => partials.add(event, now, &mut self.joined)?,
+            None => false,
+        };
+        if !taken {
+            let entry = self.transform.entry(event, &mut self.scratch)?;
+            self.check(event.timestamp_ns, entry);
+        }
+        self.joined_lines()
+    }
+
+    /// Ships the lines that waited too long for their next part, as the connection does when
+    /// their deadline passes.
+    fn expire(&mut self, now: Instant) {
+        let Some(partials) = &mut self.partials else {
+            return;
+        };
+        let due = partials.next_deadline().is_some_and(|deadline| deadline <= now);
+        if self.closed || !due {
+            return;
+        }
+        let expired = partials.expire(now, &mut self.joined);
+        if expired.and_then(|()| self.joined_lines()).is_err() {
+            self.close();
+        }
+    }
+
+    /// Ships the lines still being joined, as the connection does when it ends.
+    fn close(&mut self) {
+        self.closed = true;
+        if let Some(partials) = &mut self.partials {
+            let closed = partials.close(&mut self.joined);
+            let _ = closed.and_then(|()| self.joined_lines());
+        }
+    }
+
+    /// Turns the lines the assembler finished into entries.
+    fn joined_lines(&mut self) -> Result<(), DecodeError> {
+        for line in std::mem::take(&mut self.joined) {
+            check_joined(&line, self.loki.config.max_partial_bytes);
+            let entry = self.transform.entry(line.event(), &mut self.scratch)?;
+            self.check(line.timestamp_ns, entry);
+        }
+        Ok(())
+    }
+
+    fn check(&self, timestamp_ns: i64, mut entry: Entry) {
+        assert_eq!(entry.timestamp_ns, timestamp_ns, "the entry keeps the event's time");
+        if self.loki.json_object_lines {
+            check_json_object(&entry.line);
+        }
+        check_entry(&self.transform, self.loki.config.max_line_bytes, &mut entry);
+    }
 }
 
 /// Decodes requests as one connection does, turning events into entries under every
@@ -236,59 +346,87 @@ struct Decoder {
     inflated: Vec<u8>,
     /// Time and record of every event decoded, in order.
     events: Vec<(i64, Vec<u8>)>,
+    /// The clock of split-line timeouts: it moves 1 ms per event from the decoder's start,
+    /// so that runs repeat.
+    start: Instant,
 }
 
 impl Decoder {
     /// A decoder that turns every event into entries too if `transform`.
     fn new(transform: bool) -> Self {
-        let configs = if transform { configs() } else { &[] };
-        let variants = configs
-            .iter()
-            .map(|(config, json_object_lines)| Variant {
-                transform: Transform::new(config),
-                scratch: Scratch::default(),
-                max_line_bytes: config.max_line_bytes,
-                json_object_lines: *json_object_lines,
-            })
-            .collect();
-        Self { variants, inflated: Vec::new(), events: Vec::new() }
+        let configs = if transform { loki_variants() } else { &[] };
+        let variants = configs.iter().map(Variant::new).collect();
+        let start = Instant::from_std(std::time::Instant::now());
+        Self { variants, inflated: Vec::new(), events: Vec::new(), start }
     }
 
     /// Decodes one request and transforms its events; returns the number of events.
     fn request(&mut self, bytes: &[u8]) -> Result<u64, DecodeError> {
         let request = decode::parse(bytes)?;
-        let Self { variants, inflated, events } = self;
+        let Self { variants, inflated, events, start } = self;
+        let clock = |events: usize| *start + Duration::from_millis(events as u64);
         let events_before = events.len();
-        let count = request.for_each_event(inflated, MAX_DECOMPRESSED_BYTES, |event| {
+        let decoded = request.for_each_event(inflated, MAX_DECOMPRESSED_BYTES, |event| {
             assert!(event.timestamp_ns >= 0, "negative time {}", event.timestamp_ns);
             assert_eq!(value_len(event.record), Some(event.record.len()), "record is one value");
             events.push((event.timestamp_ns, event.record.to_vec()));
-            variants.iter_mut().for_each(|variant| transform(variant, event));
+            let now = clock(events.len());
+            variants.iter_mut().for_each(|variant| variant.event(event, now));
             Ok::<_, DecodeError>(())
-        })?;
+        });
+        let now = clock(events.len());
+        variants.iter_mut().for_each(|variant| variant.expire(now));
+        let count = decoded?;
         let seen = events.len() - events_before;
         assert_eq!(count, seen as u64, "event count differs from the events seen");
         Ok(count)
     }
+
+    /// Ends the connection: lines still being joined are shipped.
+    fn close(mut self) {
+        self.variants.iter_mut().for_each(Variant::close);
+    }
 }
 
-/// Turns one event into an entry under `variant` and checks the result. A record the variant
-/// cannot render (a map keyed by a container) is an error the server reports, not a bug.
-fn transform(variant: &mut Variant, event: Event<'_>) {
-    let Ok(mut entry) = variant.transform.entry(event, &mut variant.scratch) else {
-        return;
+/// Checks a line joined from Docker's parts: one map, its text within the limit in one `log`
+/// key, and none of the partial keys left.
+fn check_joined(line: &JoinedLine, max_bytes: u64) {
+    assert!(line.timestamp_ns >= 0, "negative time {}", line.timestamp_ns);
+    assert_eq!(value_len(&line.record), Some(line.record.len()), "joined record is one value");
+    let mut reader = Reader::new(&line.record);
+    let Ok(Value::Map(pairs)) = reader.read() else {
+        panic!("joined record is not a map");
     };
-    assert_eq!(entry.timestamp_ns, event.timestamp_ns, "the entry keeps the event's time");
-    if variant.json_object_lines {
-        check_json_object(&entry.line);
+    let partial_keys = [PARTIAL_MESSAGE, PARTIAL_ID, PARTIAL_ORDINAL, PARTIAL_LAST];
+    let mut logs = 0;
+    for _ in 0..pairs {
+        let key = reader.read_raw().expect("a complete map");
+        let value = reader.read_raw().expect("a complete map");
+        let Ok(Value::Str(name) | Value::Bin(name)) = Reader::new(key).read() else {
+            continue;
+        };
+        assert!(!partial_keys.iter().any(|key| key.as_bytes() == name), "partial key left");
+        if name == b"log" {
+            logs += 1;
+            let Ok(Value::Str(text)) = Reader::new(value).read() else {
+                panic!("joined log is not a string");
+            };
+            assert!(text.len() as u64 <= max_bytes, "joined {} bytes", text.len());
+        }
     }
-    check_entry(&variant.transform, variant.max_line_bytes, &mut entry);
+    assert_eq!(logs, 1, "a joined record has one log key");
 }
 
 /// Checks the labels of `entry` and applies the line limit, checking what it did.
 fn check_entry(transform: &Transform, max_line_bytes: u64, entry: &mut Entry) {
     for (name, _) in entry.stream.pairs() {
         assert!(is_valid_name(name), "label name {name:?} is invalid");
+    }
+    for (name, _) in entry.stream.structured_metadata() {
+        assert!(is_valid_name(name), "structured metadata name {name:?} is invalid");
+    }
+    if let Some(tenant) = entry.stream.tenant() {
+        assert!(is_valid_tenant_id(tenant), "tenant {tenant:?} is invalid");
     }
     let original = entry.line.clone();
     let limit = usize::try_from(max_line_bytes).unwrap_or(usize::MAX);

@@ -83,14 +83,19 @@ impl Batch {
         self.size_bytes += size_of(&entry);
         self.entry_count += 1;
         self.charge.merge(charge);
-        let position = match self.index.get(&entry.stream) {
-            Some(&position) => position,
-            None => {
-                self.streams
-                    .push(StreamEntries { labels: Arc::clone(&entry.stream), entries: Vec::new() });
-                self.index.insert(entry.stream, self.streams.len() - 1);
-                self.streams.len() - 1
-            }
+        // Consecutive entries nearly always share a stream (one container per connection):
+        // a pointer comparison saves hashing the label string.
+        let same_as_last =
+            self.streams.last().is_some_and(|last| Arc::ptr_eq(&last.labels, &entry.stream));
+        let position = if same_as_last {
+            self.streams.len() - 1
+        } else if let Some(&position) = self.index.get(&entry.stream) {
+            position
+        } else {
+            self.streams
+                .push(StreamEntries { labels: Arc::clone(&entry.stream), entries: Vec::new() });
+            self.index.insert(Arc::clone(&entry.stream), self.streams.len() - 1);
+            self.streams.len() - 1
         };
         self.streams[position].entries.push((entry.timestamp_ns, entry.line));
     }

@@ -5,8 +5,8 @@
 //! Structured metadata names follow the same rules.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::{Arc, OnceLock};
 
 use crate::transform::render::write_json_string;
 
@@ -53,6 +53,10 @@ pub struct StreamLabels {
     /// Name/value pairs sent with every entry as structured metadata, in the configured order.
     /// Empty, and then not allocated, unless `structured_metadata_keys` found something.
     structured_metadata: Box<[(Box<str>, Box<str>)]>,
+    /// A hash of the selector and tenant, computed once: every entry is looked up by its
+    /// stream (in its batch, and to keep its arrival order), and hashing the selector each time
+    /// would cost more than the rest of the lookup.
+    stream_hash: u64,
 }
 
 impl StreamLabels {
@@ -72,9 +76,10 @@ impl StreamLabels {
                 Err(index) => sorted.insert(index, (name, value)),
             }
         }
-        let selector = render_selector(&sorted);
+        let selector: Box<str> = render_selector(&sorted).into();
         Self {
-            selector: selector.into(),
+            stream_hash: stream_hash(&selector, None),
+            selector,
             pairs: sorted.into(),
             tenant: None,
             structured_metadata: Box::default(),
@@ -83,6 +88,7 @@ impl StreamLabels {
 
     /// The same set for the entries of `tenant` (`None`: the configured default tenant).
     pub fn with_tenant(mut self, tenant: Option<Arc<str>>) -> Self {
+        self.stream_hash = stream_hash(&self.selector, tenant.as_ref());
         self.tenant = tenant;
         self
     }
@@ -130,20 +136,32 @@ impl StreamLabels {
     /// Whether `other` is the same Loki stream: the same tenant and labels. Structured metadata
     /// may differ, since it is not part of a stream's identity in Loki.
     pub fn same_loki_stream(&self, other: &Self) -> bool {
-        self.selector == other.selector && self.tenant == other.tenant
+        // Entries of one stream share one set, so most comparisons end at the first test.
+        std::ptr::eq(self, other)
+            || (self.stream_hash == other.stream_hash
+                && self.selector == other.selector
+                && self.tenant == other.tenant)
     }
 
     /// Feeds the Loki stream identity (tenant and labels) to `state`, consistent with
     /// [`Self::same_loki_stream`].
     pub fn hash_loki_stream<H: Hasher>(&self, state: &mut H) {
-        self.selector.hash(state);
-        self.tenant.hash(state);
+        state.write_u64(self.stream_hash);
     }
+}
+
+/// The hash of a Loki stream, see [`StreamLabels::hash_loki_stream`]. Its keys are random per
+/// process, as a `HashMap`'s are, so that label values cannot be chosen to collide.
+fn stream_hash(selector: &str, tenant: Option<&Arc<str>>) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one((selector, tenant))
 }
 
 impl PartialEq for StreamLabels {
     fn eq(&self, other: &Self) -> bool {
-        self.same_loki_stream(other) && self.structured_metadata == other.structured_metadata
+        std::ptr::eq(self, other)
+            || (self.same_loki_stream(other)
+                && self.structured_metadata == other.structured_metadata)
     }
 }
 

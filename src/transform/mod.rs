@@ -73,6 +73,9 @@ pub struct Transform {
     /// Keys with a role; all others stay in the line. Configurations name a handful of keys, so
     /// a linear search beats hashing.
     roles: Vec<(Box<[u8]>, KeyRole)>,
+    /// The lengths of the role keys, see [`length_bit`]: most record keys have no role, and
+    /// most of those are turned away by their length alone.
+    role_key_lengths: u64,
     /// The values that pick an entry's stream, in stream-key order: labels from `label_map`,
     /// labels from `label_keys` (later, so that they win over a mapped label of the same
     /// name), structured metadata, the tenant. The default configuration has one.
@@ -170,11 +173,15 @@ impl Transform {
                 roles.push((key.as_bytes().into(), role));
             }
         }
+        // Each key is unique by now, so the order only sets the cost of the lookup: Docker's
+        // partial keys, rare, go last.
+        roles.sort_by_key(|(key, _)| key.starts_with(b"partial_"));
         let partials = config.reassemble_partials.then(|| PartialLimits {
             max_bytes: usize::try_from(config.max_partial_bytes).unwrap_or(usize::MAX),
             timeout: config.partial_timeout,
         });
         Self {
+            role_key_lengths: roles.iter().fold(0, |lengths, (key, _)| lengths | length_bit(key)),
             roles,
             slots,
             label_paths,
@@ -305,6 +312,9 @@ impl Transform {
         let Ok(Value::Str(name) | Value::Bin(name)) = Reader::new(key).read() else {
             return None;
         };
+        if self.role_key_lengths & length_bit(name) == 0 {
+            return None;
+        }
         self.roles.iter().find(|(role_key, _)| **role_key == *name).map(|(_, role)| *role)
     }
 
@@ -420,6 +430,11 @@ impl Transform {
     fn is_line_key(&self, key: &[u8]) -> bool {
         matches!(Reader::new(key).read(), Ok(Value::Str(name) | Value::Bin(name)) if *name == *self.line_key)
     }
+}
+
+/// A bit standing for the length of `key`: bit n for n bytes, bit 63 for 63 bytes or more.
+fn length_bit(key: &[u8]) -> u64 {
+    1 << key.len().min(63)
 }
 
 /// Writes key/value pairs as a JSON object.

@@ -45,6 +45,21 @@ fn corpus_files(target: &str) -> Vec<PathBuf> {
 }
 
 #[test]
+fn every_fuzz_target_has_a_corpus_replayed_here() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets");
+    let mut targets: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("{dir:?}: {error}"))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "rs"))
+        .map(|path| path.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    targets.sort();
+    let mut replayed: Vec<&str> = TARGETS.iter().map(|(target, _)| *target).collect();
+    replayed.sort();
+    assert_eq!(targets, replayed, "fuzz/fuzz_targets/ and the targets replayed here");
+}
+
+#[test]
 fn every_corpus_file_runs_through_its_fuzz_target() {
     for (target, run) in TARGETS {
         let files = corpus_files(target);
@@ -109,7 +124,8 @@ fn write_seed_corpus() {
     }
 }
 
-type Seed = (&'static str, &'static str, Vec<u8>);
+/// A seed: its target, its file name and its bytes.
+type Seed = (&'static str, String, Vec<u8>);
 
 /// 2025-11-24T16:00:00.123456789Z
 const TIME_NS: i64 = 1_764_000_000_123_456_789;
@@ -136,43 +152,44 @@ fn requests(mode: Mode, time: TimeFormat, records: &[serde_json::Value], chunk: 
     out
 }
 
-fn str(out: &mut Vec<u8>, text: &str) {
+fn write_str(out: &mut Vec<u8>, text: &str) {
     rmp::encode::write_str(out, text).unwrap();
 }
 
-/// A Docker record whose map is written by hand, for time encodings the client does not make.
+/// A Docker record in message mode with the time as given: encodings the client does not make.
 fn message_with_time(time: &[u8]) -> Vec<u8> {
     let mut out = vec![0x94];
-    str(&mut out, "docker.wiki");
+    write_str(&mut out, "docker.wiki");
     out.extend_from_slice(time);
     out.extend(rmp_serde::to_vec_named(&docker_record("GET /wiki/home 200")).unwrap());
     out.push(0x80);
     out
 }
 
-fn be(bytes: &[&[u8]]) -> Vec<u8> {
-    bytes.concat()
+/// The parts, one after the other.
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
 }
 
 fn event_time_fixext8() -> Vec<u8> {
-    be(&[&[0xd7, 0x00], &SECS.to_be_bytes(), &NANOS.to_be_bytes()])
+    cat(&[&[0xd7, 0x00], &SECS.to_be_bytes(), &NANOS.to_be_bytes()])
 }
 
 fn event_time_ext8() -> Vec<u8> {
-    be(&[&[0xc7, 0x08, 0x00], &SECS.to_be_bytes(), &NANOS.to_be_bytes()])
+    cat(&[&[0xc7, 0x08, 0x00], &SECS.to_be_bytes(), &NANOS.to_be_bytes()])
 }
 
 /// A record with every kind of msgpack value, keys of several types included.
 fn odd_record() -> Vec<u8> {
     let mut out = Vec::new();
     rmp::encode::write_map_len(&mut out, 14).unwrap();
-    str(&mut out, "log");
-    str(&mut out, "say \"hi\"=\tthere \u{1} é ✓");
-    str(&mut out, "container_name");
+    write_str(&mut out, "log");
+    write_str(&mut out, "say \"hi\"=\tthere \u{1} é ✓");
+    write_str(&mut out, "container_name");
     out.push(0xc0); // a nil label value adds no label
     rmp::encode::write_bin(&mut out, b"bin key").unwrap();
     rmp::encode::write_bin(&mut out, &[0xff, 0xfe, b'a']).unwrap();
-    str(&mut out, "bad utf-8");
+    write_str(&mut out, "bad utf-8");
     out.extend_from_slice(&[0xa3, 0xc3, 0x28, b'x']);
     rmp::encode::write_uint(&mut out, 7).unwrap();
     rmp::encode::write_sint(&mut out, i64::MIN).unwrap();
@@ -180,27 +197,27 @@ fn odd_record() -> Vec<u8> {
     rmp::encode::write_u64(&mut out, u64::MAX).unwrap();
     rmp::encode::write_f32(&mut out, 1.5).unwrap();
     rmp::encode::write_f64(&mut out, f64::NAN).unwrap();
-    str(&mut out, "inf");
+    write_str(&mut out, "inf");
     rmp::encode::write_f64(&mut out, f64::NEG_INFINITY).unwrap();
-    str(&mut out, "when");
+    write_str(&mut out, "when");
     out.extend(event_time_fixext8());
-    str(&mut out, "ext");
+    write_str(&mut out, "ext");
     out.extend_from_slice(&[0xd5, 0x05, 0xab, 0xcd]);
-    str(&mut out, "nested");
+    write_str(&mut out, "nested");
     out.extend(rmp_serde::to_vec(&json!({"a": [1, -2, {"b": null}], "c": {}})).unwrap());
-    str(&mut out, "empty");
+    write_str(&mut out, "empty");
     out.extend_from_slice(&[0x90]);
-    str(&mut out, "1.odd key");
-    str(&mut out, "label from an odd key");
-    str(&mut out, "source");
-    str(&mut out, "stderr");
+    write_str(&mut out, "1.odd key");
+    write_str(&mut out, "label from an odd key");
+    write_str(&mut out, "source");
+    write_str(&mut out, "stderr");
     out
 }
 
-/// `[tag, [record...]]` in forward mode, with the given option map.
+/// `[tag, [entry, ...], options]` in forward mode; without options, a two-element array.
 fn forward_with_entries(entries: &[Vec<u8>], options: Option<&[u8]>) -> Vec<u8> {
     let mut out = vec![if options.is_some() { 0x93 } else { 0x92 }];
-    str(&mut out, "app");
+    write_str(&mut out, "app");
     rmp::encode::write_array_len(&mut out, entries.len() as u32).unwrap();
     for entry in entries {
         out.extend_from_slice(entry);
@@ -209,8 +226,22 @@ fn forward_with_entries(entries: &[Vec<u8>], options: Option<&[u8]>) -> Vec<u8> 
     out
 }
 
+/// `[time, record]`.
 fn entry(time: &[u8], record: &[u8]) -> Vec<u8> {
-    be(&[&[0x92], time, record])
+    cat(&[&[0x92], time, record])
+}
+
+/// A part of a line Docker split: `partial_ordinal` counts from 1, the last part says so.
+fn docker_part(id: &str, ordinal: u32, last: bool, text: &str) -> serde_json::Value {
+    json!({
+        "container_name": "/wiki-js",
+        "source": "stdout",
+        "log": text,
+        "partial_message": "true",
+        "partial_id": id,
+        "partial_ordinal": ordinal.to_string(),
+        "partial_last": last.to_string(),
+    })
 }
 
 fn plain_record(line: &str) -> Vec<u8> {
@@ -236,10 +267,10 @@ fn forward_stream_seeds() -> Vec<Seed> {
     let mut options_size = Vec::new();
     rmp::encode::write_map_len(&mut options_size, 3).unwrap();
     for (key, value) in [("chunk", "Y2h1bms="), ("compressed", "text")] {
-        str(&mut options_size, key);
-        str(&mut options_size, value);
+        write_str(&mut options_size, key);
+        write_str(&mut options_size, value);
     }
-    str(&mut options_size, "size");
+    write_str(&mut options_size, "size");
     options_size.push(0x02);
     let two_entries =
         [entry(&[0x01], &plain_record("a")), entry(&event_time_ext8(), &plain_record("b"))];
@@ -257,20 +288,20 @@ fn forward_stream_seeds() -> Vec<Seed> {
         two_members.extend(gzip(&entry(&event_time_fixext8(), &record), Compression::fast()));
     }
     let mut multi_gzip = vec![0x93];
-    str(&mut multi_gzip, "multi");
+    write_str(&mut multi_gzip, "multi");
     rmp::encode::write_bin(&mut multi_gzip, &two_members).unwrap();
     rmp::encode::write_map_len(&mut multi_gzip, 1).unwrap();
-    str(&mut multi_gzip, "compressed");
-    str(&mut multi_gzip, "gzip");
+    write_str(&mut multi_gzip, "compressed");
+    write_str(&mut multi_gzip, "gzip");
 
     let mut packed_str = vec![0x92];
-    str(&mut packed_str, "app");
+    write_str(&mut packed_str, "app");
     let entries = two_entries.concat();
     rmp::encode::write_str_len(&mut packed_str, entries.len() as u32).unwrap();
     packed_str.extend_from_slice(&entries);
 
     let fluent_bit_metadata = forward_with_entries(
-        &[be(&[
+        &[cat(&[
             &[0x92, 0x92],
             &event_time_fixext8(),
             &[0x81, 0xa1, b'k', 0x01],
@@ -279,66 +310,74 @@ fn forward_stream_seeds() -> Vec<Seed> {
         None,
     );
 
-    vec![
-        ("forward_stream", "heartbeat", vec![0xc0]),
-        ("forward_stream", "message-event-time-ack", requests(Message, EventTime, &docker, true)),
-        ("forward_stream", "message-event-time-ext8", message_with_time(&event_time_ext8())),
-        (
-            "forward_stream",
-            "message-int32-docker",
-            message_with_time(&be(&[&[0xd2], &SECS.to_be_bytes()])),
-        ),
-        (
-            "forward_stream",
-            "message-int64",
-            message_with_time(&be(&[&[0xd3], &u64::from(SECS).to_be_bytes()])),
-        ),
-        ("forward_stream", "message-uint32", requests(Message, Integer, &docker, false)),
-        ("forward_stream", "message-float", requests(Message, Float, &docker, false)),
-        ("forward_stream", "message-odd-record", message_with_time_record(&[0x01], &odd_record())),
-        (
-            "forward_stream",
-            "message-long-line",
-            requests(Message, EventTime, &[json!({"log": long_line})], false),
-        ),
-        ("forward_stream", "message-deep-nesting", message_with_time_record(&[0x05], &deep)),
-        ("forward_stream", "forward-three", requests(Forward, EventTime, &three, true)),
-        (
-            "forward_stream",
-            "forward-size-option",
-            forward_with_entries(&two_entries, Some(&options_size)),
-        ),
-        ("forward_stream", "forward-fluent-bit-metadata", fluent_bit_metadata),
-        ("forward_stream", "packed-three", requests(Packed, Integer, &three, false)),
-        ("forward_stream", "packed-str-entries", packed_str),
-        ("forward_stream", "compressed-three", requests(Compressed, EventTime, &three, true)),
-        ("forward_stream", "compressed-two-gzip-members", multi_gzip),
-        ("forward_stream", "connection-every-mode", mixed),
-        ("forward_stream", "error-negative-time", message_with_time(&[0xff])),
-        ("forward_stream", "error-record-not-map", be(&[&[0x93, 0xa1, b't', 0x01], &[0x91, 0x01]])),
-        (
-            "forward_stream",
-            "error-size-mismatch",
-            forward_with_entries(&two_entries[..1], Some(&options_size)),
-        ),
-        ("forward_stream", "error-reserved-marker", vec![0x93, 0xa1, b't', 0x01, 0xc1]),
-        (
-            "forward_stream",
-            "error-announced-too-large",
-            vec![0x93, 0xa1, b't', 0xc6, 0x7f, 0xff, 0xff, 0xff],
-        ),
-        ("forward_stream", "error-unknown-compression", {
+    let split_line = [
+        docker_part("a1", 1, false, "first third, "),
+        docker_part("a1", 2, false, "second third, "),
+        docker_part("a1", 3, true, "last third"),
+    ];
+    // Two lines at once, parts out of order, one part sent twice, one line never finished.
+    let interleaved = [
+        docker_part("out", 2, false, "é-end "),
+        docker_part("err", 1, false, "error starts "),
+        docker_part("out", 1, false, "out starts "),
+        docker_part("out", 1, false, "out starts "),
+        json!({"log": "an ordinary line between parts"}),
+        docker_part("out", 3, true, "out ends"),
+        docker_part("open", 1, false, "never finished"),
+    ];
+    let routed = [
+        json!({
+            "log": "routed",
+            "tenant": "team-a",
+            "container_id": "0f3c",
+            "kubernetes": {"labels": {"app": "wiki", "app.kubernetes.io/name": "wiki"}},
+            "a.b": "dotted key",
+            "a": {"b": "nested key"},
+        }),
+        json!({"log": "bad tenant", "tenant": "no spaces allowed", "kubernetes": "not a map"}),
+    ];
+
+    let seeds = [
+        ("heartbeat", vec![0xc0]),
+        ("message-event-time-ack", requests(Message, EventTime, &docker, true)),
+        ("message-event-time-ext8", message_with_time(&event_time_ext8())),
+        ("message-int32-docker", message_with_time(&cat(&[&[0xd2], &SECS.to_be_bytes()]))),
+        ("message-int64", message_with_time(&cat(&[&[0xd3], &u64::from(SECS).to_be_bytes()]))),
+        ("message-uint32", requests(Message, Integer, &docker, false)),
+        ("message-float", requests(Message, Float, &docker, false)),
+        ("message-odd-record", message_with_time_record(&[0x01], &odd_record())),
+        ("message-long-line", requests(Message, EventTime, &[json!({"log": long_line})], false)),
+        ("message-deep-nesting", message_with_time_record(&[0x05], &deep)),
+        ("forward-three", requests(Forward, EventTime, &three, true)),
+        ("forward-size-option", forward_with_entries(&two_entries, Some(&options_size))),
+        ("forward-fluent-bit-metadata", fluent_bit_metadata),
+        ("message-docker-split-line", requests(Message, Integer, &split_line, false)),
+        ("forward-split-lines-interleaved", requests(Forward, EventTime, &interleaved, false)),
+        ("forward-tenant-label-map", requests(Forward, EventTime, &routed, false)),
+        ("packed-three", requests(Packed, Integer, &three, false)),
+        ("packed-str-entries", packed_str),
+        ("compressed-three", requests(Compressed, EventTime, &three, true)),
+        ("compressed-two-gzip-members", multi_gzip),
+        ("connection-every-mode", mixed),
+        ("error-negative-time", message_with_time(&[0xff])),
+        ("error-record-not-map", cat(&[&[0x93, 0xa1, b't', 0x01], &[0x91, 0x01]])),
+        ("error-size-mismatch", forward_with_entries(&two_entries[..1], Some(&options_size))),
+        ("error-reserved-marker", vec![0x93, 0xa1, b't', 0x01, 0xc1]),
+        ("error-announced-too-large", vec![0x93, 0xa1, b't', 0xc6, 0x7f, 0xff, 0xff, 0xff]),
+        ("error-unknown-compression", {
             let mut request = requests(Compressed, EventTime, &docker, false);
             let at = request.len() - 4;
             request[at..].copy_from_slice(b"zstd");
             request
         }),
-    ]
+    ];
+    seeds.into_iter().map(|(name, bytes)| ("forward_stream", name.to_owned(), bytes)).collect()
 }
 
+/// `[tag, time, record]`: message mode without options.
 fn message_with_time_record(time: &[u8], record: &[u8]) -> Vec<u8> {
     let mut out = vec![0x93];
-    str(&mut out, "app");
+    write_str(&mut out, "app");
     out.extend_from_slice(time);
     out.extend_from_slice(record);
     out
@@ -358,18 +397,24 @@ fn compressed_entries_seeds() -> Vec<Seed> {
         .into_iter()
         .flat_map(|line| entry(&event_time_fixext8(), &record(docker_record(line))))
         .collect();
-    let mixed_times = be(&[
-        &entry(&be(&[&[0xd2], &SECS.to_be_bytes()]), &plain_record("int32")),
-        &entry(&be(&[&[0xce], &SECS.to_be_bytes()]), &plain_record("uint32")),
+    let mixed_times = cat(&[
+        &entry(&cat(&[&[0xd2], &SECS.to_be_bytes()]), &plain_record("int32")),
+        &entry(&cat(&[&[0xce], &SECS.to_be_bytes()]), &plain_record("uint32")),
         &entry(&[0xcb, 0x41, 0xda, 0x49, 0x6e, 0x40, 0x07, 0xe6, 0xb7], &plain_record("float")),
         &entry(&event_time_ext8(), &plain_record("ext8")),
         &entry(&[0x00], &plain_record("zero")),
     ]);
     let metadata = entry(
-        &be(&[&[0x92], &event_time_fixext8(), &[0x81, 0xa1, b'k', 0x01]]),
+        &cat(&[&[0x92], &event_time_fixext8(), &[0x81, 0xa1, b'k', 0x01]]),
         &plain_record("fluent-bit 2.x"),
     );
     let long_line = entry(&[0x01], &record(json!({"log": "x y=\"z\" ".repeat(100)})));
+    let split_line: Vec<u8> = [(1, false, "part one "), (3, true, "three"), (2, false, "two ")]
+        .into_iter()
+        .flat_map(|(ordinal, last, text)| {
+            entry(&event_time_fixext8(), &record(docker_part("p", ordinal, last, text)))
+        })
+        .collect();
     let with_header = {
         let mut encoder = GzBuilder::new()
             .filename("entries.msgpack")
@@ -395,35 +440,40 @@ fn compressed_entries_seeds() -> Vec<Seed> {
         ("entries-fluent-bit-metadata", metadata),
         ("entries-odd-record", entry(&[0x01], &odd_record())),
         ("entries-long-line", long_line.clone()),
+        ("entries-docker-split-line", split_line.clone()),
         ("entries-truncated", docker[..docker.len() - 3].to_vec()),
         ("entries-not-an-array", plain_record("not an entry")),
         ("gzip-docker", fast.clone()),
         ("gzip-time-encodings", gzip(&mixed_times, Compression::best())),
         ("gzip-stored", gzip(&docker, Compression::none())),
         ("gzip-long-line", gzip(&long_line, Compression::best())),
-        ("gzip-two-members", be(&[&fast, &gzip(&mixed_times, Compression::fast())])),
+        ("gzip-docker-split-line", gzip(&split_line, Compression::fast())),
+        ("gzip-two-members", cat(&[&fast, &gzip(&mixed_times, Compression::fast())])),
         ("gzip-header-fields", with_header),
         ("gzip-empty", gzip(&[], Compression::default())),
         ("gzip-truncated", truncated),
         ("gzip-bad-crc", bad_crc),
         ("gzip-trailing-junk", trailing),
     ];
-    seeds.into_iter().map(|(name, bytes)| ("compressed_entries", name, bytes)).collect()
+    seeds.into_iter().map(|(name, bytes)| ("compressed_entries", name.to_owned(), bytes)).collect()
 }
 
 /// The README's TOML examples, and configurations that reach every option and error.
 fn config_seeds() -> Vec<Seed> {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    // Indentation, in the README's lists and in the code below, is not part of the files.
+    let dedent = |text: &str| -> String {
+        text.trim().lines().map(|line| format!("{}\n", line.trim())).collect()
+    };
     let examples: Vec<&str> =
         readme.split("```toml\n").skip(1).map(|block| block.split("```").next().unwrap()).collect();
     assert!(examples.len() >= 3, "the README's TOML examples");
-    let readme_names =
-        ["readme-defaults.toml", "readme-reference-url.toml", "readme-reference.toml"];
-    let mut seeds: Vec<Seed> = readme_names
-        .into_iter()
+    let mut seeds: Vec<Seed> = (1..)
         .zip(&examples)
-        .map(|(name, text)| ("config", name, text.as_bytes().to_vec()))
+        .map(|(number, text)| {
+            ("config", format!("readme-{number}.toml"), dedent(text).into_bytes())
+        })
         .collect();
     let others = [
         (
@@ -474,7 +524,26 @@ fn config_seeds() -> Vec<Seed> {
             batch_size = 1
             "#,
         ),
+        (
+            "routing.toml",
+            r#"
+            [loki]
+            tenant_key = "tenant"
+            structured_metadata_keys = ["container_id", "trace.id"]
+            reassemble_partials = true
+            partial_timeout = "250ms"
+            max_partial_bytes = "64KiB"
+            keep_arrival_order = false
+            order_window = "2s"
+            max_streams = 10
+            label_map = { "kubernetes.labels.app" = "app", kubernetes = { namespace = "ns" } }
+            [server]
+            listen = ""
+            "#,
+        ),
         ("empty.toml", ""),
+        ("error-tenant-key-is-label.toml", "[loki]\ntenant_key = \"container_name\""),
+        ("error-label-map.toml", "[loki]\nlabel_map = { \"\" = \"app\", \"a..b\" = \"1x\" }"),
         ("error-duration.toml", "[loki]\nbatch_wait = \"1x\""),
         ("error-size.toml", "[input]\nmax_message_bytes = \"12 parsecs\""),
         ("error-label-name.toml", "[loki]\nlabels = { \"1abc\" = \"x\", __y = \"z\" }"),
@@ -487,11 +556,7 @@ fn config_seeds() -> Vec<Seed> {
         ("error-no-labels.toml", "[loki]\nlabels = {}\nlabel_keys = []"),
         ("error-backoff.toml", "[loki]\nmin_backoff = \"10s\"\nmax_backoff = \"1s\""),
     ];
-    // The indentation above is for the reader; the files start their lines at the margin.
-    let dedent = |text: &str| -> String {
-        text.trim().lines().map(|line| format!("{}\n", line.trim())).collect()
-    };
-    seeds
-        .extend(others.into_iter().map(|(name, text)| ("config", name, dedent(text).into_bytes())));
+    let others = others.map(|(name, text)| ("config", name.to_owned(), dedent(text).into_bytes()));
+    seeds.extend(others);
     seeds
 }
