@@ -38,13 +38,14 @@ const SMALL_MESSAGE_BYTES: usize = 512;
 const READ_SIZES: [usize; 6] = [1, 2, 3, 7, 64, 1500];
 
 /// Feeds `data` to the server's request path as if one connection had sent it: the msgpack
-/// framing, request decoding (gzip included) and the record-to-entry transform under several
-/// configurations, with the line limit applied.
+/// framing, request decoding (gzip included), the joining of Docker's split lines and the
+/// record-to-entry transform under several configurations, with the line limit applied.
 ///
 /// Beyond not panicking, it checks that the framing finds the same requests whether the bytes
 /// arrive at once or in small reads, that it refuses exactly the requests over a smaller limit,
-/// that an event count matches the events seen, that label names are valid, that the line
-/// limit holds, and that lines rendered as JSON objects are JSON.
+/// that an event count matches the events seen, that label and structured metadata names and
+/// tenants are valid, that the line limit holds, that lines rendered as JSON objects are JSON,
+/// and that joined lines keep no partial keys and stay within their limit.
 pub fn forward_stream(data: &[u8]) {
     let framing = scan_at_once(data, MAX_MESSAGE_BYTES);
     assert_eq!(scan_in_reads(data), framing, "framing depends on how the bytes arrive");

@@ -1,8 +1,8 @@
 //! Replays the fuzz corpus, `fuzz/corpus/<target>/`, through the entry points the fuzz targets
 //! call, so that every seed and every minimized crasher (`crash-*`) runs in `cargo test`.
 //!
-//! The generated seeds are written by `write_seed_corpus` below, run by hand:
-//! `cargo test --test it fuzz_corpus::write_seed_corpus -- --ignored`.
+//! The generated seeds are checked by `seed_corpus_is_up_to_date` below, which writes them
+//! instead when run with `FWD2LOKI_WRITE_SEEDS=1`.
 
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -108,20 +108,28 @@ fn forward_seeds_hold_every_mode() {
     assert_eq!(seen, modes.into_iter().collect(), "requests with events in the seeds");
 }
 
-/// Writes the generated seeds of every target into `fuzz/corpus/`. Hand-picked crashers and
-/// other files there are left alone.
+/// Checks that the checked-in seeds are the ones generated here, so that a change to the
+/// request encoding or the README's configs cannot leave the corpus stale. With
+/// `FWD2LOKI_WRITE_SEEDS=1` it writes them instead. Hand-picked crashers and other files in
+/// `fuzz/corpus/` are left alone.
 #[test]
-#[ignore = "writes fuzz/corpus/; run by hand after changing the seeds"]
-fn write_seed_corpus() {
+fn seed_corpus_is_up_to_date() {
+    let write = std::env::var_os("FWD2LOKI_WRITE_SEEDS").is_some();
     let mut seeds = forward_stream_seeds();
     seeds.extend(compressed_entries_seeds());
     seeds.extend(config_seeds());
+    let mut stale = Vec::new();
     for (target, name, bytes) in seeds {
         assert!(bytes.len() <= MAX_SEED_BYTES, "{target}/{name}: {} bytes", bytes.len());
-        let dir = corpus_dir(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), bytes).unwrap();
+        let path = corpus_dir(target).join(&name);
+        if write {
+            std::fs::create_dir_all(corpus_dir(target)).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+        } else if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+            stale.push(format!("{target}/{name}"));
+        }
     }
+    assert!(stale.is_empty(), "stale seeds (rewrite with FWD2LOKI_WRITE_SEEDS=1): {stale:?}");
 }
 
 /// A seed: its target, its file name and its bytes.
