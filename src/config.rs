@@ -649,15 +649,10 @@ impl Config {
         if no_labels {
             return Err(invalid("loki.labels", "Loki needs at least one label".into()));
         }
-        let memory_key = if self.buffer.kind == BufferKind::Disk {
-            "buffer.memory_bytes"
-        } else {
-            "buffer.max_bytes"
-        };
-        let memory = if self.buffer.kind == BufferKind::Disk {
-            self.buffer.memory_bytes
-        } else {
-            self.buffer.max_bytes
+        // The memory that holds batches: the whole buffer, or the disk buffer's read side.
+        let (memory_key, memory) = match self.buffer.kind {
+            BufferKind::Memory => ("buffer.max_bytes", self.buffer.max_bytes),
+            BufferKind::Disk => ("buffer.memory_bytes", self.buffer.memory_bytes),
         };
         if memory < self.loki.batch_size {
             return Err(invalid(memory_key, "must be at least loki.batch_size".into()));
