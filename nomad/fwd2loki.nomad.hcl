@@ -102,8 +102,9 @@ job "fwd2loki" {
           # No "loki" service is registered: entries are printed to standard output
           # (nomad alloc logs) until one is, then this file changes and the task restarts.
           {{- end }}
-          # Coming in a later fwd2loki version, for a Loki behind authentication:
-          # bearer_token_file = "/secrets/loki-token"
+          # For a Loki behind authentication; read again whenever the template below
+          # rewrites it, and an empty file (no variable set) sends no token.
+          bearer_token_file = "/secrets/loki-token"
           # The Nomad names stay the same across deployments; container_name is
           # "/<task>-<alloc id>", a new stream per allocation, so drop it on busy
           # clusters (README, "Running on Nomad").
@@ -129,8 +130,6 @@ job "fwd2loki" {
 
           # /health, /ready and /metrics on all interfaces, not the loopback default:
           # Nomad's check and Prometheus reach them at the node's address.
-          # NOTE: needs a fwd2loki with the [server] section; builds without it refuse
-          # the unknown key "server".
           [server]
           listen = "0.0.0.0:{{ env "NOMAD_PORT_http" }}"
         EOT
