@@ -36,6 +36,14 @@ fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// The first segment file that holds records (the writer's last one may be empty).
+fn first_written_segment(dir: &Path) -> std::path::PathBuf {
+    segment_files(dir)
+        .into_iter()
+        .find(|path| std::fs::metadata(path).unwrap().len() > 0)
+        .expect("a segment with records")
+}
+
 #[tokio::test]
 async fn every_acked_record_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -130,10 +138,7 @@ async fn replay(dir: &Path, expected: usize) -> (Vec<String>, u64) {
 async fn a_torn_last_write_is_skipped_and_the_rest_replayed() {
     let dir = tempfile::tempdir().unwrap();
     persist_records(dir.path(), 20).await;
-    let segment = segment_files(dir.path())
-        .into_iter()
-        .find(|path| std::fs::metadata(path).unwrap().len() > 0)
-        .unwrap();
+    let segment = first_written_segment(dir.path());
     let len = std::fs::metadata(&segment).unwrap().len();
     // Cut the last record in half, as a crash in the middle of a write would.
     let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
@@ -153,10 +158,7 @@ async fn a_torn_last_write_is_skipped_and_the_rest_replayed() {
 async fn a_damaged_record_is_skipped_and_the_rest_replayed() {
     let dir = tempfile::tempdir().unwrap();
     persist_records(dir.path(), 20).await;
-    let segment = segment_files(dir.path())
-        .into_iter()
-        .find(|path| std::fs::metadata(path).unwrap().len() > 0)
-        .unwrap();
+    let segment = first_written_segment(dir.path());
     let mut bytes = std::fs::read(&segment).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
