@@ -240,7 +240,7 @@ fn batch_entries(line_bytes: usize) -> Vec<Entry> {
         .map(|index| Entry {
             stream: Arc::clone(&streams[index % BATCH_STREAMS]),
             timestamp_ns: (FIRST_SECONDS + index as i64 / 1000) * 1_000_000_000,
-            line: printable_line(&mut rng, line_bytes),
+            line: printable_line(&mut rng, line_bytes).into(),
         })
         .collect()
 }

@@ -187,14 +187,14 @@ job "fwd2loki" {
 
       resources {
         cpu = 100
-        # Sized for the default 64 MiB buffer ([buffer] max_bytes): `memory` is
-        # what the scheduler reserves for the usual case, a buffer that is nearly
-        # empty; memory_max leaves room for a full buffer while Loki is down. It
-        # only applies when memory oversubscription is enabled
-        # (nomad operator scheduler set-config -memory-oversubscription=true);
-        # without it, raise memory to 160 or lower [buffer] max_bytes.
-        memory     = 64
-        memory_max = 160
+        # Sized for the default 32 MiB buffer ([buffer] max_bytes): fwd2loki stays
+        # under 64 MiB resident with the buffer full (Loki down), so `memory`, the
+        # hard limit without memory oversubscription, has room to spare.
+        # memory_max only applies when oversubscription is enabled
+        # (nomad operator scheduler set-config -memory-oversubscription=true).
+        # Raise both by about the increase when you raise [buffer] max_bytes.
+        memory     = 96
+        memory_max = 128
       }
     }
   }

@@ -47,6 +47,11 @@ pub(crate) struct BenchArgs {
     /// listeners, Loki URL and batch wait.
     #[arg(long, value_name = "FILE")]
     shipper_config: Option<PathBuf>,
+    /// The fwd2loki binary to measure, e.g. another version or build, or a wrapper script that
+    /// runs it under a profiler; it is given `--config FILE --log-format json`. Default is this
+    /// binary.
+    #[arg(long, value_name = "PATH")]
+    shipper_binary: Option<PathBuf>,
     /// Longest the whole run may take before it is aborted with an error.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -56,7 +61,7 @@ pub(crate) struct BenchArgs {
 }
 
 pub(crate) async fn run(args: BenchArgs) -> ExitCode {
-    let shipper = match std::env::current_exe() {
+    let shipper = match args.shipper_binary.clone().map_or_else(std::env::current_exe, Ok) {
         Ok(path) => path,
         Err(error) => {
             eprintln!("fwd2loki bench: cannot find the fwd2loki binary: {error}");

@@ -233,8 +233,9 @@ pub struct LokiConfig {
     /// What happens to a longer line: `truncate` (cut to the limit at a character boundary)
     /// or `drop`. Counted either way. Default is `truncate`.
     pub oversized_lines: OversizedLines,
-    /// Pushes in flight at once. With 1, a stream's entries reach Loki in order; more suits a
-    /// Loki that accepts unordered writes (2.4 and later). Default is 1.
+    /// Pushes in flight at once. Streams are spread over this many push lanes by their labels,
+    /// and each lane sends one push at a time, so a stream's entries reach Loki in order while
+    /// the lanes hide each other's round trips. Default is 2.
     pub max_concurrent_pushes: usize,
     /// Time limit of one push request. Default is 10 s.
     #[serde(deserialize_with = "de_duration")]
@@ -339,7 +340,7 @@ impl Default for LokiConfig {
             ack_batch_wait: Duration::from_millis(20),
             max_line_bytes: 256 << 10,
             oversized_lines: OversizedLines::Truncate,
-            max_concurrent_pushes: 1,
+            max_concurrent_pushes: 2,
             timeout: Duration::from_secs(10),
             bearer_token_file: None,
             basic_auth_user: None,
@@ -425,7 +426,8 @@ pub struct BufferConfig {
     pub kind: BufferKind,
     /// The buffer's size. In memory: the entries held, counting lines and a fixed overhead per
     /// entry. On disk: the segment files. When full, connections stop being read until Loki
-    /// catches up; nothing is dropped. Default is 64 MiB.
+    /// catches up; nothing is dropped. Default is 32 MiB, which keeps the whole process under
+    /// 64 MiB resident even with the buffer full.
     #[serde(deserialize_with = "de_size")]
     pub max_bytes: u64,
     /// The directory of the disk buffer's segment files. Required with `type = "disk"`.
@@ -449,7 +451,7 @@ pub enum BufferKind {
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        Self { kind: BufferKind::Memory, max_bytes: 64 << 20, path: None, memory_bytes: 32 << 20 }
+        Self { kind: BufferKind::Memory, max_bytes: 32 << 20, path: None, memory_bytes: 32 << 20 }
     }
 }
 

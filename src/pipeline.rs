@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,9 +27,9 @@ use crate::metrics::Metrics;
 use crate::secrets::{SecretError, read_secret_file, secret_from_env};
 use crate::transform::Transform;
 
-/// Batches cut but not yet taken by a pusher. Memory is bounded by the budget, not by this
-/// count; a few batches ahead keep the pushers busy while the next one is cut.
-const PUSH_QUEUE_BATCHES: usize = 4;
+/// Batches cut but not yet taken by a lane's pusher. Memory is bounded by the budget, not by
+/// this count; a couple of batches ahead keep the pusher busy while the next one is cut.
+const PUSH_QUEUE_BATCHES: usize = 2;
 /// Entry groups waiting for the batcher.
 const ENTRY_QUEUE_GROUPS: usize = 256;
 /// How often the same kind of connection error is logged.
@@ -153,7 +153,6 @@ impl Pipeline {
         }
 
         let (entry_tx, entry_rx) = mpsc::channel(ENTRY_QUEUE_GROUPS);
-        let (batch_tx, batch_rx) = mpsc::channel(PUSH_QUEUE_BATCHES);
         let stop_input = CancellationToken::new();
         let abort_delivery = CancellationToken::new();
 
@@ -209,11 +208,17 @@ impl Pipeline {
         // batcher sees the input close once they have all stopped.
         drop(shared);
 
+        // Printing has no round trip to overlap, and one printer keeps the output unmixed.
+        let lanes = match sink {
+            Sink::Loki(_) => config.loki.max_concurrent_pushes,
+            Sink::Stdout(_) => 1,
+        };
         let mut batcher = Batcher::new(
             to_usize(config.loki.batch_size),
             config.loki.batch_wait,
             config.loki.ack_batch_wait,
-        );
+        )
+        .with_lanes(lanes);
         if config.loki.keep_arrival_order {
             let counters = OrderCounters {
                 moved: metrics.timestamps_moved.clone(),
@@ -222,13 +227,17 @@ impl Pipeline {
             batcher =
                 batcher.with_arrival_order(ArrivalOrder::new(config.loki.order_window, counters));
         }
+        // One pusher per lane, each with one push in flight: a stream keeps its lane, so its
+        // entries reach Loki in order while the lanes push side by side.
         let pushers = TaskTracker::new();
-        pushers.spawn(run_batcher(entry_rx, batch_tx, batcher, Arc::clone(&metrics)));
-        let batch_rx = Arc::new(Mutex::new(batch_rx));
-        for _ in 0..config.loki.max_concurrent_pushes {
+        let mut lane_senders = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
+            let (batch_tx, batch_rx) = mpsc::channel(PUSH_QUEUE_BATCHES);
+            lane_senders.push(batch_tx);
             let worker = sink.clone_for_worker();
-            pushers.spawn(run_pusher(Arc::clone(&batch_rx), worker, abort_delivery.clone()));
+            pushers.spawn(run_pusher(batch_rx, worker, abort_delivery.clone()));
         }
+        pushers.spawn(run_batcher(entry_rx, lane_senders, batcher, Arc::clone(&metrics)));
         pushers.close();
 
         Ok(Self {
@@ -358,10 +367,11 @@ enum BatcherWake {
     InputClosed,
 }
 
-/// Moves entries into batches and batches to the pushers, until every connection is gone.
+/// Moves entries into batches and batches to their lanes' pushers, until every connection is
+/// gone.
 async fn run_batcher(
     mut entries: mpsc::Receiver<EntryGroup>,
-    batches: mpsc::Sender<Batch>,
+    lanes: Vec<mpsc::Sender<Batch>>,
     mut batcher: Batcher,
     metrics: Arc<Metrics>,
 ) {
@@ -378,13 +388,13 @@ async fn run_batcher(
         };
         metrics.streams_open.set(batcher.open_streams() as i64);
         for batch in ready {
-            if batches.send(batch).await.is_err() {
+            if lanes[batch.lane()].send(batch).await.is_err() {
                 return;
             }
         }
     }
     while let Some(batch) = batcher.take() {
-        if batches.send(batch).await.is_err() {
+        if lanes[batch.lane()].send(batch).await.is_err() {
             break;
         }
     }
@@ -398,17 +408,9 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Delivers batches one at a time. With one pusher, a stream's entries reach Loki in order.
-async fn run_pusher(
-    batches: Arc<Mutex<mpsc::Receiver<Batch>>>,
-    mut sink: Sink,
-    abort: CancellationToken,
-) {
-    loop {
-        let next = batches.lock().await.recv().await;
-        let Some(mut batch) = next else {
-            return;
-        };
+/// Delivers one lane's batches one at a time, so that its streams' entries reach Loki in order.
+async fn run_pusher(mut batches: mpsc::Receiver<Batch>, mut sink: Sink, abort: CancellationToken) {
+    while let Some(mut batch) = batches.recv().await {
         batch.sort();
         let entries = batch.entry_count();
         if !sink.deliver(batch, &abort).await {

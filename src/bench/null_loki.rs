@@ -205,7 +205,7 @@ mod tests {
         let loki = NullLoki::start().await.unwrap();
         let streams = [StreamEntries {
             labels: Arc::new(StreamLabels::new([("job", "a")])),
-            entries: vec![(1, "one".to_owned()), (2, "three".to_owned())],
+            entries: vec![(1, "one".into()), (2, "three".into())],
         }];
         let body = PushEncoder::default().encode(&streams);
         let address = loki.push_url().replace("http://", "").replace(PUSH_PATH, "");

@@ -148,7 +148,7 @@ mod tests {
             .map(|stream| StreamEntries {
                 labels: Arc::new(StreamLabels::new([("app", stream.to_string())])),
                 entries: (0..=stream)
-                    .map(|n| (1_700_000_000_000_000_000 + n, "x".repeat(100 + n as usize)))
+                    .map(|n| (1_700_000_000_000_000_000 + n, "x".repeat(100 + n as usize).into()))
                     .collect(),
             })
             .collect();

@@ -12,6 +12,7 @@
 //! Records written before tenants and structured metadata existed end after the entries; they
 //! are read as having neither.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -42,7 +43,7 @@ struct StoredDetails<S> {
 #[derive(Serialize)]
 struct StoredGroupRef<'a> {
     streams: Vec<Vec<(&'a str, &'a str)>>,
-    entries: Vec<(u32, i64, &'a str)>,
+    entries: Vec<(u32, i64, Cow<'a, str>)>,
     /// Per stream, in the order of `streams`; empty when no stream has either.
     details: Vec<StoredDetails<&'a str>>,
 }
@@ -72,7 +73,7 @@ pub(crate) fn encode(entries: &[Entry], out: &mut Vec<u8>) {
                 streams.len() - 1
             }
         };
-        stored.entries.push((index as u32, entry.timestamp_ns, &entry.line));
+        stored.entries.push((index as u32, entry.timestamp_ns, entry.line.to_text()));
     }
     let has_details = |stream: &&Arc<StreamLabels>| {
         stream.tenant().is_some() || stream.structured_metadata().len() > 0
@@ -154,7 +155,7 @@ pub(crate) fn parse(bytes: &[u8], streams: &mut KnownStreams) -> Parsed {
         let Some(stream) = labels.get(index as usize) else {
             return Parsed::Corrupt { skip: next_magic(bytes) };
         };
-        entries.push(Entry { stream: Arc::clone(stream), timestamp_ns, line });
+        entries.push(Entry { stream: Arc::clone(stream), timestamp_ns, line: line.into() });
     }
     Parsed::Record { entries, len: HEADER_BYTES + len }
 }

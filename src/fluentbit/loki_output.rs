@@ -67,7 +67,7 @@ const NATIVE_KEYS: &[&str] = &[
 
 /// Output keys of fluent-bit's engine, which every output plugin has.
 const ENGINE_RULES: &[Rule] = &[
-    Rule::note("workers", "fwd2loki pushes from one task; see loki.max_concurrent_pushes"),
+    Rule::note("workers", "fwd2loki pushes over loki.max_concurrent_pushes lanes"),
     Rule::note("alias", "names fluent-bit's metrics, which fwd2loki does not reproduce"),
     Rule::note("log_level", "a per-plugin log level; fwd2loki has one level, log.level"),
     Rule::note("log_suppress_interval", "fwd2loki limits repeated log lines itself"),

@@ -251,25 +251,50 @@ impl<'a> Connection<'a> {
 
     /// Decodes every complete request at the start of `buffer`. Returns the bytes used and the
     /// error that stopped decoding, if any.
+    ///
+    /// A request that is already whole is parsed where it lies, which finds its end on the way;
+    /// only one still arriving is followed by the scanner, which remembers how far it got, so a
+    /// large request is not walked again with every read.
     fn decode_requests(&mut self, buffer: &[u8]) -> (usize, Option<ConnectionError>) {
         let mut consumed = 0;
-        loop {
-            let len = match self.scanner.scan(&buffer[consumed..]) {
-                Ok(Some(len)) => len,
-                Ok(None) => return (consumed, None),
-                Err(error) => return (consumed, Some(error.into())),
+        while consumed < buffer.len() {
+            let rest = &buffer[consumed..];
+            let parsed = if self.scanner.in_progress() {
+                Err(None)
+            } else {
+                match decode::parse_prefix(rest) {
+                    Ok((_, len)) if len > self.scanner.max_len() => {
+                        let limit = self.scanner.max_len();
+                        return (consumed, Some(ScanError::TooLarge { limit }.into()));
+                    }
+                    Ok((request, len)) => Ok((request, len)),
+                    Err(error) if error.is_truncated() => Err(None),
+                    Err(error) => Err(Some(error)),
+                }
             };
-            if let Err(error) = self.decode_request(&buffer[consumed..consumed + len]) {
+            let (request, len) = match parsed {
+                Ok(parsed) => parsed,
+                Err(Some(error)) => return (consumed, Some(error.into())),
+                Err(None) => match self.scanner.scan(rest) {
+                    Ok(Some(len)) => match decode::parse(&rest[..len]) {
+                        Ok(request) => (request, len),
+                        Err(error) => return (consumed, Some(error.into())),
+                    },
+                    Ok(None) => break,
+                    Err(error) => return (consumed, Some(error.into())),
+                },
+            };
+            if let Err(error) = self.decode_request(request) {
                 return (consumed, Some(error.into()));
             }
             consumed += len;
         }
+        (consumed, None)
     }
 
     /// Decodes one request into the group. A request is taken whole or not at all: on error,
     /// none of its events stay in the group.
-    fn decode_request(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
-        let request = decode::parse(bytes)?;
+    fn decode_request(&mut self, request: Request<'_>) -> Result<(), DecodeError> {
         let Request::Events { options, .. } = &request else {
             return Ok(());
         };

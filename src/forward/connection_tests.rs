@@ -100,7 +100,7 @@ fn run_connection(chunks: Vec<Vec<u8>>) -> (Vec<String>, Vec<u8>) {
         let delivered = tokio::spawn(async move {
             let mut lines = Vec::new();
             while let Some(group) = received.recv().await {
-                lines.extend(group.entries.into_iter().map(|entry| entry.line));
+                lines.extend(group.entries.into_iter().map(|entry| entry.line.as_str().to_owned()));
             }
             lines
         });

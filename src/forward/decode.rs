@@ -77,6 +77,11 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Whether the bytes ended inside the request: more may complete it.
+    pub fn is_truncated(&self) -> bool {
+        matches!(self, Self::Msgpack(ReadError::Truncated))
+    }
+
     /// A short fixed name for the kind of error, for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -152,9 +157,20 @@ pub enum Body<'a> {
 ///
 /// [`DecodeError`] when the request has no known shape.
 pub fn parse(bytes: &[u8]) -> Result<Request<'_>, DecodeError> {
+    parse_prefix(bytes).map(|(request, _)| request)
+}
+
+/// Parses the request at the start of `bytes`, which may hold more after it, and returns it
+/// with its length. [`DecodeError::is_truncated`] tells a request that has not fully arrived
+/// from a malformed one.
+///
+/// # Errors
+///
+/// As [`parse`], plus a truncated request.
+pub fn parse_prefix(bytes: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
     let mut reader = Reader::new(bytes);
     let len = match reader.read()? {
-        Value::Nil => return Ok(Request::Heartbeat),
+        Value::Nil => return Ok((Request::Heartbeat, 1)),
         Value::Array(len) => len,
         other => {
             return Err(DecodeError::NotAnArray { found: kind(&other) });
@@ -211,7 +227,8 @@ pub fn parse(bytes: &[u8]) -> Result<Request<'_>, DecodeError> {
         }
         (body, Some(_)) => body,
     };
-    Ok(Request::Events { tag, body, options })
+    let len = bytes.len() - reader.remaining().len();
+    Ok((Request::Events { tag, body, options }, len))
 }
 
 impl Request<'_> {

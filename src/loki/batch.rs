@@ -10,7 +10,7 @@ use crate::buffer::MemoryCharge;
 use crate::delivery::{Completion, EntryGroup};
 use crate::loki::labels::StreamLabels;
 use crate::loki::order::ArrivalOrder;
-use crate::transform::Entry;
+use crate::transform::{Entry, Line};
 
 /// The entries of one stream within a batch.
 #[derive(Debug)]
@@ -19,14 +19,16 @@ pub struct StreamEntries {
     pub labels: Arc<StreamLabels>,
     /// Timestamp (ns since the epoch) and line of each entry, in arrival order until
     /// [`Batch::sort`] is called.
-    pub entries: Vec<(i64, String)>,
+    pub entries: Vec<(i64, Line)>,
 }
 
-/// Entries of one or more streams of one tenant, sent in one push.
+/// Entries of one or more streams of one tenant and push lane, sent in one push.
 #[derive(Debug)]
 pub struct Batch {
     /// The tenant taken from the records; `None` is the configured `tenant_id`, or none.
     tenant: Option<Arc<str>>,
+    /// The push lane of every stream in the batch, see [`StreamLabels::lane`].
+    lane: usize,
     streams: Vec<StreamEntries>,
     /// Position of each stream in `streams`.
     index: HashMap<Arc<StreamLabels>, usize>,
@@ -46,9 +48,10 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn new(now: Instant, tenant: Option<Arc<str>>) -> Self {
+    fn new(now: Instant, tenant: Option<Arc<str>>, lane: usize) -> Self {
         Self {
             tenant,
+            lane,
             streams: Vec::new(),
             index: HashMap::new(),
             line_bytes: 0,
@@ -119,6 +122,11 @@ impl Batch {
         self.tenant.as_ref()
     }
 
+    /// The push lane that must carry the batch, so that its streams stay in order.
+    pub fn lane(&self) -> usize {
+        self.lane
+    }
+
     /// Bytes of all lines.
     pub fn line_bytes(&self) -> usize {
         self.line_bytes
@@ -142,9 +150,9 @@ impl Batch {
         if self.entry_count < 2 {
             return None;
         }
-        let Batch { tenant, streams, started, mut charge, tickets, .. } = self;
-        let mut first = Batch::new(started, tenant.clone());
-        let mut second = Batch::new(started, tenant);
+        let Batch { tenant, lane, streams, started, mut charge, tickets, .. } = self;
+        let mut first = Batch::new(started, tenant.clone(), lane);
+        let mut second = Batch::new(started, tenant, lane);
         let half = streams.iter().map(|stream| stream.entries.len()).sum::<usize>() / 2;
         let mut moved = 0;
         for stream in streams {
@@ -170,9 +178,11 @@ fn size_of(entry: &Entry) -> usize {
 
 /// Collects entries and cuts batches by size and age.
 ///
-/// One batch per tenant collects every stream of the tenant, as Loki's own clients do: a push
-/// carries many streams, and a node with hundreds of containers sends one request per
-/// `batch_wait` rather than hundreds. A push names one tenant, so tenants never share a batch.
+/// One batch per tenant and push lane collects every stream of the tenant in that lane: a push
+/// carries many streams, so a node with hundreds of containers sends one request per lane and
+/// `batch_wait` rather than hundreds. A push names one tenant, so tenants never share a batch;
+/// a stream always takes the same lane, and each lane has one push in flight, so a stream's
+/// entries reach Loki in order while the lanes push side by side.
 #[derive(Debug)]
 pub struct Batcher {
     batch_size: usize,
@@ -180,7 +190,9 @@ pub struct Batcher {
     /// The shorter wait of a batch that a client waits for (a forward ack), because such a
     /// client sends nothing more until then.
     ack_batch_wait: Duration,
-    /// The batches being filled, at most one per tenant.
+    /// The number of push lanes streams are spread over.
+    lanes: usize,
+    /// The batches being filled, at most one per tenant and lane.
     pending: Vec<Batch>,
     /// Moves entries of equal timestamps apart in arrival order, when enabled.
     order: Option<ArrivalOrder>,
@@ -196,10 +208,16 @@ impl Batcher {
             batch_size,
             batch_wait,
             ack_batch_wait,
+            lanes: 1,
             pending: Vec::new(),
             order: None,
             group_count: 0,
         }
+    }
+
+    /// The same batcher, spreading streams over `lanes` push lanes (at least one).
+    pub fn with_lanes(self, lanes: usize) -> Self {
+        Self { lanes: lanes.max(1), ..self }
     }
 
     /// The same batcher, keeping the arrival order of each stream's entries with `order` as
@@ -208,24 +226,30 @@ impl Batcher {
         Self { order: Some(order), ..self }
     }
 
-    /// Adds an entry and the memory it holds to its tenant's batch. Returns that batch if
-    /// adding the entry would have taken it over `batch_size`; the entry then starts the next.
+    /// Adds an entry and the memory it holds to the batch of its tenant and lane. Returns that
+    /// batch if adding the entry would have taken it over `batch_size`; the entry then starts
+    /// the next.
     pub fn add(&mut self, mut entry: Entry, charge: MemoryCharge, now: Instant) -> Option<Batch> {
         if let Some(order) = &mut self.order {
             order.apply(&mut entry);
         }
         let tenant = entry.stream.tenant();
-        let position = match self.pending.iter().position(|batch| batch.tenant.as_ref() == tenant) {
+        let lane = entry.stream.lane(self.lanes);
+        let position = match self
+            .pending
+            .iter()
+            .position(|batch| batch.lane == lane && batch.tenant.as_ref() == tenant)
+        {
             Some(position) => position,
             None => {
-                self.pending.push(Batch::new(now, tenant.cloned()));
+                self.pending.push(Batch::new(now, tenant.cloned(), lane));
                 self.pending.len() - 1
             }
         };
         let batch = &mut self.pending[position];
         let full = if batch.entry_count > 0 && batch.size_bytes + size_of(&entry) > self.batch_size
         {
-            let next = Batch::new(now, batch.tenant.clone());
+            let next = Batch::new(now, batch.tenant.clone(), lane);
             Some(std::mem::replace(batch, next))
         } else {
             None
@@ -301,7 +325,7 @@ mod tests {
     use crate::delivery::DeliveryTicket;
 
     fn entry(stream: &Arc<StreamLabels>, timestamp_ns: i64, line: &str) -> Entry {
-        Entry { stream: Arc::clone(stream), timestamp_ns, line: line.to_owned() }
+        Entry { stream: Arc::clone(stream), timestamp_ns, line: line.into() }
     }
 
     fn lines(batch: &Batch) -> Vec<Vec<&str>> {
@@ -346,6 +370,31 @@ mod tests {
         );
         drop(batches);
         assert_eq!(acked.try_recv(), Ok(()));
+    }
+
+    #[test]
+    fn each_lane_gets_its_own_batches_and_a_stream_always_the_same_lane() {
+        let streams: Vec<Arc<StreamLabels>> = (0..16)
+            .map(|n| Arc::new(StreamLabels::new([("container_name", format!("/app-{n}"))])))
+            .collect();
+        let start = Instant::now();
+        let mut batcher = Batcher::new(1000, Duration::from_secs(1), Duration::ZERO).with_lanes(3);
+        for (n, stream) in streams.iter().cycle().take(64).enumerate() {
+            batcher.add(entry(stream, n as i64, "x"), MemoryCharge::default(), start);
+        }
+        let mut batches = Vec::new();
+        while let Some(batch) = batcher.take() {
+            batches.push(batch);
+        }
+        let mut lanes: Vec<usize> = batches.iter().map(Batch::lane).collect();
+        lanes.sort_unstable();
+        assert_eq!(lanes, [0, 1, 2], "one batch per lane, every lane used by 16 streams");
+        for batch in &batches {
+            for stream in batch.streams() {
+                assert_eq!(stream.labels.lane(3), batch.lane());
+                assert_eq!(stream.entries.len(), 4, "all of a stream's entries in its lane");
+            }
+        }
     }
 
     #[test]

@@ -24,12 +24,15 @@ const NANOS_PER_SEC: i64 = 1_000_000_000;
 /// Encodes push requests, reusing its buffers from one batch to the next.
 pub struct PushEncoder {
     protobuf: Vec<u8>,
+    /// Where snappy writes. Kept at its largest length, so that it is zeroed only when it grows,
+    /// not for every push.
+    compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
 }
 
 impl Default for PushEncoder {
     fn default() -> Self {
-        Self { protobuf: Vec::new(), snappy: snap::raw::Encoder::new() }
+        Self { protobuf: Vec::new(), compressed: Vec::new(), snappy: snap::raw::Encoder::new() }
     }
 }
 
@@ -44,9 +47,15 @@ impl PushEncoder {
     pub fn encode(&mut self, streams: &[StreamEntries]) -> Vec<u8> {
         self.protobuf.clear();
         write_push_request(streams, &mut self.protobuf);
-        self.snappy
-            .compress_vec(&self.protobuf)
-            .expect("snappy compresses any input shorter than 4 GiB")
+        let max_len = snap::raw::max_compress_len(self.protobuf.len());
+        if self.compressed.len() < max_len {
+            self.compressed.resize(max_len, 0);
+        }
+        let len = self
+            .snappy
+            .compress(&self.protobuf, &mut self.compressed)
+            .expect("snappy compresses any input shorter than 4 GiB");
+        self.compressed[..len].to_vec()
     }
 
     /// Length of the protobuf encoding of the last request, before compression.
@@ -64,11 +73,11 @@ pub fn write_push_request(streams: &[StreamEntries], out: &mut Vec<u8>) {
         let metadata_len = structured_metadata_len(stream);
         for (timestamp_ns, line) in &stream.entries {
             let (seconds, nanos) = split_timestamp(*timestamp_ns);
-            write_len_prefix(2, entry_len(seconds, nanos, line) + metadata_len, out);
+            write_len_prefix(2, entry_len(seconds, nanos, line.len()) + metadata_len, out);
             write_len_prefix(1, timestamp_len(seconds, nanos), out);
             write_varint_field(1, seconds as u64, out);
             write_varint_field(2, nanos as u64, out);
-            write_string(2, line, out);
+            write_bytes(2, line.as_bytes(), out);
             for (name, value) in stream.labels.structured_metadata() {
                 write_len_prefix(3, pair_len(name, value), out);
                 write_string(1, name, out);
@@ -90,7 +99,7 @@ fn stream_len(stream: &StreamEntries) -> usize {
         .iter()
         .map(|(timestamp_ns, line)| {
             let (seconds, nanos) = split_timestamp(*timestamp_ns);
-            field_len(2, entry_len(seconds, nanos, line) + metadata_len)
+            field_len(2, entry_len(seconds, nanos, line.len()) + metadata_len)
         })
         .sum();
     field_len(1, stream.labels.selector().len()) + entries
@@ -109,8 +118,8 @@ fn pair_len(name: &str, value: &str) -> usize {
     field_len(1, name.len()) + field_len(2, value.len())
 }
 
-fn entry_len(seconds: i64, nanos: i32, line: &str) -> usize {
-    field_len(1, timestamp_len(seconds, nanos)) + field_len(2, line.len())
+fn entry_len(seconds: i64, nanos: i32, line_len: usize) -> usize {
+    field_len(1, timestamp_len(seconds, nanos)) + field_len(2, line_len)
 }
 
 fn timestamp_len(seconds: i64, nanos: i32) -> usize {
@@ -128,8 +137,13 @@ fn write_len_prefix(tag: u32, len: usize, out: &mut Vec<u8>) {
 }
 
 fn write_string(tag: u32, value: &str, out: &mut Vec<u8>) {
+    write_bytes(tag, value.as_bytes(), out);
+}
+
+/// Writes a string field from bytes known to be UTF-8.
+fn write_bytes(tag: u32, value: &[u8], out: &mut Vec<u8>) {
     write_len_prefix(tag, value.len(), out);
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
 }
 
 /// Writes an int64 or int32 field; negative values are sign-extended to ten bytes, as protobuf
@@ -194,15 +208,15 @@ mod tests {
             StreamEntries {
                 labels: Arc::new(StreamLabels::new([("job", "a")])),
                 entries: vec![
-                    (1_700_000_000_123_456_789, "first".to_owned()),
-                    (0, String::new()),
-                    (-1, "before the epoch".to_owned()),
-                    (1_700_000_000_000_000_000, "x".repeat(300)),
+                    (1_700_000_000_123_456_789, "first".into()),
+                    (0, "".into()),
+                    (-1, "before the epoch".into()),
+                    (1_700_000_000_000_000_000, "x".repeat(300).into()),
                 ],
             },
             StreamEntries {
                 labels: Arc::new(StreamLabels::new([("job", "b"), ("host", "é")])),
-                entries: vec![(5, "b".to_owned())],
+                entries: vec![(5, "b".into())],
             },
         ];
         let mut encoder = PushEncoder::default();
@@ -243,7 +257,7 @@ mod tests {
             .with_structured_metadata([("container_id", "0f3c"), ("source", "stdérr")]);
         let streams = vec![StreamEntries {
             labels: Arc::new(labels),
-            entries: vec![(1, "one".to_owned()), (2, "x".repeat(200))],
+            entries: vec![(1, "one".into()), (2, "x".repeat(200).into())],
         }];
         let body = PushEncoder::default().encode(&streams);
         let protobuf = snap::raw::Decoder::new().decompress_vec(&body).expect("snappy block");

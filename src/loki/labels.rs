@@ -57,6 +57,9 @@ pub struct StreamLabels {
     /// stream (in its batch, and to keep its arrival order), and hashing the selector each time
     /// would cost more than the rest of the lookup.
     stream_hash: u64,
+    /// A hash of the selector and tenant that is the same in every process, which picks the
+    /// stream's push lane (see [`Self::lane`]).
+    lane_hash: u64,
 }
 
 impl StreamLabels {
@@ -79,6 +82,7 @@ impl StreamLabels {
         let selector: Box<str> = render_selector(&sorted).into();
         Self {
             stream_hash: stream_hash(&selector, None),
+            lane_hash: lane_hash(&selector, None),
             selector,
             pairs: sorted.into(),
             tenant: None,
@@ -89,6 +93,7 @@ impl StreamLabels {
     /// The same set for the entries of `tenant` (`None`: the configured default tenant).
     pub fn with_tenant(mut self, tenant: Option<Arc<str>>) -> Self {
         self.stream_hash = stream_hash(&self.selector, tenant.as_ref());
+        self.lane_hash = lane_hash(&self.selector, tenant.as_ref());
         self.tenant = tenant;
         self
     }
@@ -143,6 +148,12 @@ impl StreamLabels {
                 && self.tenant == other.tenant)
     }
 
+    /// Which of `lanes` push lanes carries the stream's entries. Every set of the same Loki
+    /// stream gets the same lane, so the stream's pushes leave one at a time, in order.
+    pub fn lane(&self, lanes: usize) -> usize {
+        (self.lane_hash % lanes.max(1) as u64) as usize
+    }
+
     /// Feeds the Loki stream identity (tenant and labels) to `state`, consistent with
     /// [`Self::same_loki_stream`].
     pub fn hash_loki_stream<H: Hasher>(&self, state: &mut H) {
@@ -155,6 +166,14 @@ impl StreamLabels {
 fn stream_hash(selector: &str, tenant: Option<&Arc<str>>) -> u64 {
     static KEYS: OnceLock<RandomState> = OnceLock::new();
     KEYS.get_or_init(RandomState::new).hash_one((selector, tenant))
+}
+
+/// The hash behind [`StreamLabels::lane`]: fixed keys, so that a stream keeps its lane across
+/// restarts (the disk buffer replays into the same lanes) and benchmarks spread the same way.
+fn lane_hash(selector: &str, tenant: Option<&Arc<str>>) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (selector, tenant).hash(&mut hasher);
+    hasher.finish()
 }
 
 impl PartialEq for StreamLabels {
@@ -250,6 +269,18 @@ mod tests {
         assert_eq!(with_metadata.selector(), r#"{job="a"}"#);
         assert_eq!(with_metadata.structured_metadata_bytes(), "container_id0f3c".len());
         assert_eq!(tenant_a.tenant().map(|tenant| &**tenant), Some("a"));
+    }
+
+    #[test]
+    fn sets_of_one_loki_stream_share_a_lane() {
+        let plain = StreamLabels::new([("job", "a")]);
+        let with_metadata = plain.clone().with_structured_metadata([("container_id", "0f3c")]);
+        assert_eq!(plain.lane(4), with_metadata.lane(4));
+        assert_eq!(plain.lane(1), 0);
+        let lanes: std::collections::HashSet<usize> = (0..64)
+            .map(|n| StreamLabels::new([("container_name", format!("/app-{n}"))]).lane(4))
+            .collect();
+        assert_eq!(lanes.len(), 4, "streams spread over every lane");
     }
 
     #[test]

@@ -144,11 +144,12 @@ impl Hasher for PrecomputedHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::Line;
 
     const SECOND: i64 = 1_000_000_000;
 
     fn entry(stream: &Arc<StreamLabels>, timestamp_ns: i64) -> Entry {
-        Entry { stream: Arc::clone(stream), timestamp_ns, line: String::new() }
+        Entry { stream: Arc::clone(stream), timestamp_ns, line: Line::default() }
     }
 
     fn order() -> ArrivalOrder {

@@ -1,6 +1,7 @@
 //! The sink used when no Loki URL is configured: every entry that would be pushed is printed
 //! to standard output as one JSON object per line.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -17,7 +18,7 @@ struct PrintedEntry<'a> {
     labels: BTreeMap<&'a str, &'a str>,
     /// Nanoseconds since the epoch, as a string like in Loki's JSON push format.
     timestamp: String,
-    line: &'a str,
+    line: Cow<'a, str>,
     /// Left out when there is none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     structured_metadata: BTreeMap<&'a str, &'a str>,
@@ -61,7 +62,7 @@ pub fn render(batch: &Batch) -> Vec<u8> {
                 tenant,
                 labels: labels.clone(),
                 timestamp: timestamp_ns.to_string(),
-                line,
+                line: line.to_text(),
                 structured_metadata: structured_metadata.clone(),
             };
             serde_json::to_writer(&mut text, &entry).expect("writing to a Vec cannot fail");
@@ -95,7 +96,7 @@ mod tests {
         );
         let mut batcher = Batcher::new(1000, Duration::from_secs(1), Duration::ZERO);
         for (stream, line) in [(plain, "plain"), (detailed, "detailed")] {
-            let entry = Entry { stream, timestamp_ns: 5, line: line.to_owned() };
+            let entry = Entry { stream, timestamp_ns: 5, line: line.into() };
             batcher.add(entry, MemoryCharge::default(), Instant::now());
         }
         let mut printed = Vec::new();

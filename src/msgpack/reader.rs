@@ -85,7 +85,15 @@ impl<'a> Reader<'a> {
     ///
     /// [`ReadError::Truncated`] when the value is incomplete or malformed.
     pub fn read_raw(&mut self) -> Result<&'a [u8], ReadError> {
-        let len = value_len(self.buf).ok_or(ReadError::Truncated)?;
+        // Most values are scalars or strings, whose length their head tells; only containers
+        // need the scanner to walk their elements.
+        let len = match read_head(self.buf) {
+            Ok(head) if head.children == 0 => head.header_len + head.payload_len,
+            _ => value_len(self.buf).ok_or(ReadError::Truncated)?,
+        };
+        if len > self.buf.len() {
+            return Err(ReadError::Truncated);
+        }
         let (raw, rest) = self.buf.split_at(len);
         self.buf = rest;
         Ok(raw)

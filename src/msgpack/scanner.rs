@@ -40,6 +40,17 @@ impl Scanner {
         Self { pos: 0, pending: 0, max_len }
     }
 
+    /// Whether a value is partly scanned: the next [`Self::scan`] goes on with it rather than
+    /// starting at the beginning of the buffer.
+    pub fn in_progress(&self) -> bool {
+        self.pending > 0
+    }
+
+    /// The longest value accepted, in bytes.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
     /// Looks for the end of the value that starts at `buf[0]`.
     ///
     /// Returns `Ok(Some(len))` when `buf[..len]` holds one complete value, and `Ok(None)` when

@@ -3,6 +3,7 @@
 //! lines are joined first, by [`partial::PartialAssembler`].
 
 pub mod label_map;
+pub mod line;
 pub mod partial;
 pub mod render;
 pub mod streams;
@@ -18,6 +19,8 @@ use crate::forward::decode::{DecodeError, Event};
 use crate::loki::labels::{StreamLabels, sanitize_name};
 use crate::loki::tenant::is_valid_tenant_id;
 use crate::msgpack::{Reader, Value};
+pub use line::Line;
+use line::LineArena;
 use partial::{PARTIAL_ID, PARTIAL_LAST, PARTIAL_MESSAGE, PARTIAL_ORDINAL, PartialLimits};
 use render::{write_json, write_json_key, write_logfmt_value, write_plain};
 use streams::{Admission, OVERFLOW_LABEL, StreamRegistry};
@@ -31,7 +34,7 @@ pub struct Entry {
     /// Nanoseconds since the Unix epoch.
     pub timestamp_ns: i64,
     /// The log line.
-    pub line: String,
+    pub line: Line,
 }
 
 /// Bytes counted for an entry besides its line, so that buffer limits track real memory.
@@ -129,6 +132,13 @@ pub struct Scratch {
     /// Label sets already built, by `stream_key`. A connection from Docker carries one
     /// container, so this nearly always holds a single stream.
     streams: HashMap<Box<[u8]>, Arc<StreamLabels>>,
+    /// The stream of the previous record and its `stream_key`: consecutive records nearly
+    /// always share it, and comparing the key is cheaper than hashing it.
+    last_stream: Option<(Vec<u8>, Arc<StreamLabels>)>,
+    /// Where a line is rendered before it moves to the arena.
+    rendered: Vec<u8>,
+    /// Where the connection's lines are kept.
+    lines: LineArena,
 }
 
 /// Most label sets one connection remembers; beyond it the cache starts over.
@@ -219,11 +229,7 @@ impl Transform {
         match self.oversized_lines {
             OversizedLines::Drop => LineLimit::Drop,
             OversizedLines::Truncate => {
-                let mut end = self.max_line_bytes;
-                while !entry.line.is_char_boundary(end) {
-                    end -= 1;
-                }
-                entry.line.truncate(end);
+                entry.line.truncate(self.max_line_bytes);
                 LineLimit::Truncated
             }
         }
@@ -267,7 +273,9 @@ impl Transform {
     fn finish_entry(&self, event: Event<'_>, scratch: &mut Scratch) -> Result<Entry, DecodeError> {
         let record = event.record;
         let stream = self.stream(record, scratch)?;
-        let line = self.render_line(record, &scratch.kept)?;
+        scratch.rendered.clear();
+        self.render_line(record, &scratch.kept, &mut scratch.rendered)?;
+        let line = scratch.lines.line(&scratch.rendered);
         Ok(Entry { stream, timestamp_ns: event.timestamp_ns, line })
     }
 
@@ -328,21 +336,29 @@ impl Transform {
         for value in &scratch.slot_values {
             match value.clone().map(|range| &record[range]) {
                 // A nil value adds no label, like a missing key.
+                // The raw msgpack is the key: comparing it needs no decoding. The same text
+                // written another way (str8 instead of fixstr) only costs another cache entry;
+                // both get the one label set the registry holds for it.
                 Some(raw) if raw != [0xc0] => {
-                    let start = scratch.stream_key.len();
-                    scratch.stream_key.extend_from_slice(&[1, 0, 0, 0, 0]);
-                    write_plain(raw, &mut scratch.stream_key)?;
-                    let len = (scratch.stream_key.len() - start - 5) as u32;
-                    scratch.stream_key[start + 1..start + 5].copy_from_slice(&len.to_le_bytes());
+                    scratch.stream_key.push(1);
+                    scratch.stream_key.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                    scratch.stream_key.extend_from_slice(raw);
                 }
                 _ => scratch.stream_key.push(0),
             }
         }
+        if let Some((key, stream)) = &scratch.last_stream {
+            if *key == scratch.stream_key {
+                return Ok(Arc::clone(stream));
+            }
+        }
         if let Some(stream) = scratch.streams.get(scratch.stream_key.as_slice()) {
-            return Ok(Arc::clone(stream));
+            let stream = Arc::clone(stream);
+            scratch.last_stream = Some((scratch.stream_key.clone(), Arc::clone(&stream)));
+            return Ok(stream);
         }
 
-        let labels = self.build_labels(&scratch.stream_key);
+        let labels = self.build_labels(&scratch.stream_key)?;
         let tenant = labels.tenant().cloned();
         let metadata: Vec<(String, String)> = labels
             .structured_metadata()
@@ -357,12 +373,13 @@ impl Transform {
             scratch.streams.clear();
         }
         scratch.streams.insert(scratch.stream_key.as_slice().into(), Arc::clone(&stream));
+        scratch.last_stream = Some((scratch.stream_key.clone(), Arc::clone(&stream)));
         Ok(stream)
     }
 
     /// Builds a label set, with its tenant and structured metadata, from the static labels and
     /// a stream key made by [`Self::stream`].
-    fn build_labels(&self, mut stream_key: &[u8]) -> StreamLabels {
+    fn build_labels(&self, mut stream_key: &[u8]) -> Result<StreamLabels, DecodeError> {
         let mut dynamic = Vec::new();
         let mut metadata = Vec::new();
         let mut tenant = None;
@@ -372,9 +389,11 @@ impl Transform {
             if *present == 1 {
                 let (len, rest) = stream_key.split_at(4);
                 let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
-                let (value, rest) = rest.split_at(len);
+                let (raw, rest) = rest.split_at(len);
                 stream_key = rest;
-                let value = String::from_utf8_lossy(value).into_owned();
+                let mut text = Vec::new();
+                write_plain(raw, &mut text)?;
+                let value = String::from_utf8(text).expect("rendered values are UTF-8");
                 match slot {
                     Slot::Label(name) => dynamic.push((name.as_str(), value)),
                     Slot::StructuredMetadata(name) => metadata.push((name.as_str(), value)),
@@ -388,43 +407,40 @@ impl Transform {
         let fixed = self.static_labels.iter().map(|(name, value)| (name.as_str(), value.clone()));
         // Values taken from the record come last, so they win over a static label of the
         // same name.
-        StreamLabels::new(fixed.chain(dynamic))
+        Ok(StreamLabels::new(fixed.chain(dynamic))
             .with_tenant(tenant)
-            .with_structured_metadata(metadata)
+            .with_structured_metadata(metadata))
     }
 
-    /// Renders the fields that stay in the line.
+    /// Renders the fields that stay in the line into `line`, as UTF-8.
     fn render_line(
         &self,
         record: &[u8],
         kept: &[(Range<usize>, Range<usize>)],
-    ) -> Result<String, DecodeError> {
+        line: &mut Vec<u8>,
+    ) -> Result<(), DecodeError> {
         let fields = kept.iter().map(|(key, value)| (&record[key.clone()], &record[value.clone()]));
-        let line_bytes: usize = kept.iter().map(|(key, value)| key.len() + value.len() + 4).sum();
-        let mut line = Vec::with_capacity(line_bytes);
 
         match (self.line_format, kept) {
             (LineFormat::Raw, _) => match fields.clone().find(|(key, _)| self.is_line_key(key)) {
-                Some((_, value)) => write_plain(value, &mut line)?,
+                Some((_, value)) => write_plain(value, line)?,
                 // Without the line key, nothing of the record is lost: ship it as JSON.
-                None => write_object(fields, &mut line)?,
+                None => write_object(fields, line)?,
             },
-            (_, [(_, value)]) if self.drop_single_key => {
-                write_plain(&record[value.clone()], &mut line)?
-            }
-            (LineFormat::Json, _) => write_object(fields, &mut line)?,
+            (_, [(_, value)]) if self.drop_single_key => write_plain(&record[value.clone()], line)?,
+            (LineFormat::Json, _) => write_object(fields, line)?,
             (LineFormat::KeyValue, _) => {
                 for (index, (key, value)) in fields.enumerate() {
                     if index > 0 {
                         line.push(b' ');
                     }
-                    write_plain(key, &mut line)?;
+                    write_plain(key, line)?;
                     line.push(b'=');
-                    write_logfmt_value(value, &mut line)?;
+                    write_logfmt_value(value, line)?;
                 }
             }
         }
-        Ok(String::from_utf8(line).expect("rendering produces UTF-8"))
+        Ok(())
     }
 
     fn is_line_key(&self, key: &[u8]) -> bool {

@@ -133,8 +133,9 @@ pub fn write_plain(raw: &[u8], out: &mut Vec<u8>) -> Result<(), RenderError> {
 /// The string for `bytes`, with invalid UTF-8 sequences replaced by U+FFFD.
 pub fn utf8_lossy(bytes: &[u8]) -> Cow<'_, str> {
     // The strict check is much faster than the lossy one on valid text, which is nearly all
-    // text; the lossy one runs only to repair the rest.
-    match std::str::from_utf8(bytes) {
+    // text, and simdutf8's is several times faster than the standard library's on log lines;
+    // the lossy one runs only to repair the rest.
+    match simdutf8::basic::from_utf8(bytes) {
         Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(bytes),
     }

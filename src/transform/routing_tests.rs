@@ -118,7 +118,7 @@ fn label_map_takes_labels_from_nested_values_and_leaves_the_record() {
         entry.stream.selector(),
         r#"{app="shop", job="fluent-bit", part_of="store", team="web"}"#
     );
-    let line: serde_json::Value = serde_json::from_str(&entry.line).unwrap();
+    let line: serde_json::Value = serde_json::from_str(entry.line.as_str()).unwrap();
     assert_eq!(line, record, "the record is left as it is");
 }
 
@@ -155,7 +155,8 @@ fn docker_fragments_are_told_apart_and_their_keys_never_reach_the_line() {
 
     let not_joining = config(|c| c.reassemble_partials = false);
     part["partial_message"] = json!("true");
-    let line: serde_json::Value = serde_json::from_str(&entry(&not_joining, &part).line).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(entry(&not_joining, &part).line.as_str()).unwrap();
     assert_eq!(line["partial_id"], "ab12", "unchanged when lines are not joined");
 }
 

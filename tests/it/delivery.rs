@@ -195,17 +195,59 @@ async fn overlong_lines_are_truncated_or_dropped_and_counted() {
 }
 
 #[tokio::test]
-async fn concurrent_pushes_deliver_everything() {
+async fn concurrent_pushes_keep_each_stream_in_order() {
+    const CONTAINERS: usize = 6;
+    const PER_CONTAINER: usize = 300;
     let loki = TestLoki::start().await;
     let shipper = Shipper::start(&loki, |config| {
         config.loki.max_concurrent_pushes = 4;
+        // Many small pushes, so that the lanes overlap.
         config.loki.batch_size = 2000;
+        config.loki.min_backoff = Duration::from_millis(5);
+        config.loki.max_backoff = Duration::from_millis(20);
     })
     .await;
-    let mut stream = shipper.connect().await;
-    send_records(&mut stream, Mode::Forward, TimeFormat::EventTime, &numbered(0, 500), true).await;
-    let entries = loki.wait_for_entries(500, PATIENCE).await;
-    assert_eq!(assert_all_arrived(&entries, 500, "concurrent pushes"), 0);
+    // Slow and failed answers among the first pushes: a push held up must not be overtaken by
+    // a later push of its streams.
+    let schedule = [Fault::Delay(Duration::from_millis(40)), Fault::Status(500)];
+    loki.push_faults((0..30).map(|n| schedule[n % 2].clone()));
+
+    let mut senders = tokio::task::JoinSet::new();
+    for container in 0..CONTAINERS {
+        let mut stream = shipper.connect().await;
+        senders.spawn(async move {
+            let name = format!("/app-{container}");
+            let events: Vec<OutgoingEvent> = (0..PER_CONTAINER)
+                .map(|n| {
+                    let line = format!("{container}-{n} {}", "x".repeat(100));
+                    let record = docker_record(&name, &line);
+                    OutgoingEvent::from_json(T0 + n as i64, &record)
+                })
+                .collect();
+            send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &events, true).await;
+        });
+    }
+    senders.join_all().await;
+    loki.wait_for_entries(CONTAINERS * PER_CONTAINER, PATIENCE).await;
+
+    // The pushes in the order Loki accepted them: each stream's timestamps only go forward.
+    let mut last_seen: HashMap<String, (i128, usize)> = HashMap::new();
+    for stream in loki.pushes().iter().flat_map(|push| &push.streams) {
+        for entry in &stream.entries {
+            let (last, count) = last_seen.entry(stream.label_string.clone()).or_insert((0, 0));
+            assert!(
+                entry.timestamp_ns >= *last,
+                "{}: {} arrived after a later entry",
+                stream.label_string,
+                entry.line
+            );
+            *last = entry.timestamp_ns;
+            *count += 1;
+        }
+    }
+    assert_eq!(last_seen.len(), CONTAINERS);
+    assert!(last_seen.values().all(|&(_, count)| count == PER_CONTAINER), "{last_seen:?}");
+    assert!(loki.faults_applied() >= 30, "the faults were met");
 }
 
 #[tokio::test]
