@@ -66,6 +66,29 @@ impl<'a> Reader<'a> {
     ///
     /// [`ReadError`] when the bytes end early or hold the reserved marker.
     pub fn read(&mut self) -> Result<Value<'a>, ReadError> {
+        // The items a Docker record is made of (small maps, short strings, small integers)
+        // take one byte of header; they are decoded without the general path's two lookups.
+        match self.buf.first() {
+            Some(&byte @ 0x00..=0x7f) => {
+                self.buf = &self.buf[1..];
+                return Ok(Value::UInt(byte.into()));
+            }
+            Some(&byte @ 0x80..=0x8f) => {
+                self.buf = &self.buf[1..];
+                return Ok(Value::Map(u32::from(byte & 0x0f)));
+            }
+            Some(&byte @ 0x90..=0x9f) => {
+                self.buf = &self.buf[1..];
+                return Ok(Value::Array(u32::from(byte & 0x0f)));
+            }
+            Some(&byte @ 0xa0..=0xbf) => {
+                let end = 1 + usize::from(byte & 0x1f);
+                let text = self.buf.get(1..end).ok_or(ReadError::Truncated)?;
+                self.buf = &self.buf[end..];
+                return Ok(Value::Str(text));
+            }
+            _ => {}
+        }
         let head = read_head(self.buf).map_err(|error| match error {
             HeadError::Incomplete => ReadError::Truncated,
             HeadError::ReservedMarker => ReadError::ReservedMarker,

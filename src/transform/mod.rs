@@ -37,8 +37,11 @@ pub struct Entry {
     pub line: Line,
 }
 
-/// Bytes counted for an entry besides its line, so that buffer limits track real memory.
-pub const ENTRY_OVERHEAD_BYTES: usize = std::mem::size_of::<Entry>() + 16;
+/// Bytes counted for an entry besides its line, so that buffer limits track real memory: the
+/// entry in its connection's group, then its timestamp and line handle in a batch's stream,
+/// whose vector may be up to twice the size of what it holds.
+pub const ENTRY_OVERHEAD_BYTES: usize =
+    std::mem::size_of::<Entry>() + 2 * std::mem::size_of::<(i64, Line)>();
 
 impl Entry {
     /// The memory the entry is charged for in buffers.
@@ -293,13 +296,25 @@ impl Transform {
         let offset = |reader: &Reader<'_>| record.len() - reader.remaining().len();
         for _ in 0..pairs {
             let key_start = offset(&reader);
-            let key = reader.read_raw()?;
+            // Keys are nearly always strings: read them once, as values, not as raw bytes
+            // to be decoded again.
+            let mut after_key = reader.clone();
+            let name = match after_key.read()? {
+                Value::Str(name) | Value::Bin(name) => {
+                    reader = after_key;
+                    Some(name)
+                }
+                _ => {
+                    reader.read_raw()?;
+                    None
+                }
+            };
             let value_start = offset(&reader);
             reader.read_raw()?;
             let key_range = key_start..value_start;
             let value_range = value_start..offset(&reader);
 
-            match self.role_of(key) {
+            match name.and_then(|name| self.role_of(name)) {
                 Some(KeyRole::Remove) => {}
                 Some(KeyRole::Slot(index)) => scratch.slot_values[index] = Some(value_range),
                 Some(KeyRole::PartialMarker) => {
@@ -315,11 +330,8 @@ impl Transform {
         Ok(())
     }
 
-    /// The role of the raw msgpack key `key`, if it is a string or binary with one.
-    fn role_of(&self, key: &[u8]) -> Option<KeyRole> {
-        let Ok(Value::Str(name) | Value::Bin(name)) = Reader::new(key).read() else {
-            return None;
-        };
+    /// The role of the key named `name`, if it has one.
+    fn role_of(&self, name: &[u8]) -> Option<KeyRole> {
         if self.role_key_lengths & length_bit(name) == 0 {
             return None;
         }
