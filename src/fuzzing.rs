@@ -50,6 +50,7 @@ pub fn forward_stream(data: &[u8]) {
     let framing = scan_at_once(data, MAX_MESSAGE_BYTES);
     assert_eq!(scan_in_reads(data), framing, "framing depends on how the bytes arrive");
     check_small_limit(data, &framing.requests);
+    check_parse_in_place(data, &framing.requests);
     let mut decoder = Decoder::new(true);
     for range in &framing.requests {
         // An error closes the connection, as in the server.
@@ -178,6 +179,21 @@ fn check_small_limit(data: &[u8], requests: &[Range<usize>]) {
         assert_eq!(
             found, expected,
             "request at {range:?} under a {SMALL_MESSAGE_BYTES}-byte limit"
+        );
+    }
+}
+
+/// Checks that parsing each request where it lies, with the rest of the stream after it, as the
+/// server does for a request that is already whole, finds the end framing found, or the error
+/// that decoding the framed request finds.
+fn check_parse_in_place(data: &[u8], requests: &[Range<usize>]) {
+    for range in requests {
+        let in_place = decode::parse_prefix(&data[range.start..]).map(|(_, len)| len);
+        let framed = decode::parse(&data[range.clone()]).map(|_| range.len());
+        assert_eq!(
+            in_place.map_err(|error| error.reason()),
+            framed.map_err(|error| error.reason()),
+            "parsing in place disagrees with framing at {range:?}"
         );
     }
 }

@@ -196,6 +196,13 @@ pub fn parse_prefix(bytes: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
             reader.read()?;
             (Body::Packed(entries), 2)
         }
+        // A message needs its record: without this check `["tag", 1]` would take the bytes
+        // after it (the next request) as its record before the arity is checked below.
+        Value::UInt(_) | Value::Int(_) | Value::Float(_) | Value::Ext(..) if len < 3 => {
+            return Err(DecodeError::UnknownShape {
+                reason: "wrong number of elements for the mode",
+            });
+        }
         Value::UInt(_) | Value::Int(_) | Value::Float(_) | Value::Ext(..) => {
             let timestamp_ns = read_time(&mut reader)?;
             let record = read_record(&mut reader)?;
@@ -208,7 +215,6 @@ pub fn parse_prefix(bytes: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
         }
     };
 
-    // Found by fuzzing: `["tag", 1]` has fewer elements than Message mode needs.
     let options = match len.checked_sub(elements_used) {
         Some(0) => Options::default(),
         Some(1) => read_options(&mut reader)?,
