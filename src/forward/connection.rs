@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -18,6 +17,7 @@ use crate::delivery::{DeliveryTicket, EntryGroup, TicketReceiver};
 use crate::forward::ack::write_ack;
 use crate::forward::decode::{self, DecodeError, Request};
 use crate::forward::handshake::{self, HandshakeConfig, HandshakeError};
+use crate::forward::read_buffer::ReadBuffer;
 use crate::log_limit::LogLimiter;
 use crate::metrics::{ListenerLabels, Metrics};
 use crate::msgpack::{ScanError, Scanner};
@@ -84,10 +84,6 @@ impl ConnectionError {
     }
 }
 
-/// Size of the first read buffer; it grows for larger requests and shrinks back after them.
-const INITIAL_BUFFER_BYTES: usize = 8 * 1024;
-/// A buffer grown beyond this is replaced by a small one once it is empty.
-const SHRINK_ABOVE_BYTES: usize = 1 << 20;
 /// At shutdown, a connection that has been quiet this long has nothing more in flight.
 const DRAIN_QUIET: Duration = Duration::from_millis(100);
 
@@ -179,30 +175,23 @@ impl<'a> Connection<'a> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut buffer = BytesMut::with_capacity(INITIAL_BUFFER_BYTES.max(first_bytes.len()));
-        buffer.extend_from_slice(&first_bytes);
+        let mut buffer = ReadBuffer::new(&first_bytes);
         let mut draining = false;
         loop {
             // Requests before a bad one are still handed on and acknowledged; only the
             // connection is lost.
-            let (consumed, failure) = self.decode_requests(&buffer);
-            buffer.advance(consumed);
+            let (consumed, failure) = self.decode_requests(buffer.filled());
+            buffer.consume(consumed);
             self.hand_on().await?;
             if let Some(error) = failure {
                 return Err(error);
             }
-            if buffer.is_empty() && buffer.capacity() > SHRINK_ABOVE_BYTES {
-                buffer = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
-            }
-            if buffer.capacity() - buffer.len() < INITIAL_BUFFER_BYTES / 2 {
-                buffer.reserve(buffer.len().max(INITIAL_BUFFER_BYTES));
-            }
 
-            let mid_request = !buffer.is_empty() && !draining;
+            let mid_request = !buffer.filled().is_empty() && !draining;
             let idle_timeout = self.shared.idle_timeout;
             let partials_due = self.partials.as_ref().and_then(PartialAssembler::next_deadline);
             let wake = tokio::select! {
-                read = stream.read_buf(&mut buffer) => Wake::Read(read),
+                read = stream.read_buf(buffer.for_reading()) => Wake::Read(read),
                 (chunk, safe) = next_ack(&mut self.pending_acks) => Wake::Acked { chunk, safe },
                 () = self.shared.shutdown.cancelled(), if !draining => Wake::Shutdown,
                 () = tokio::time::sleep(DRAIN_QUIET), if draining => Wake::DrainedQuiet,
@@ -211,14 +200,17 @@ impl<'a> Connection<'a> {
             };
             match wake {
                 Wake::Read(Ok(0)) => {
-                    if !buffer.is_empty() {
-                        debug!(bytes = buffer.len(), "client closed the connection mid-request");
+                    if !buffer.filled().is_empty() {
+                        let bytes = buffer.filled().len();
+                        debug!(bytes, "client closed the connection mid-request");
                     }
                     // A client that only closed its sending side still reads its acks.
                     break;
                 }
                 Wake::Read(read) => {
-                    self.bytes_received.inc_by(read? as u64);
+                    let len = read?;
+                    buffer.read_done(len);
+                    self.bytes_received.inc_by(len as u64);
                 }
                 Wake::Acked { chunk, safe } => write_ack_if_safe(&mut stream, &chunk, safe).await?,
                 // Read on until the client has been quiet for a moment: what it sent before

@@ -7,6 +7,7 @@ pub mod client;
 pub(crate) mod connection;
 pub mod decode;
 pub mod handshake;
+mod read_buffer;
 pub mod server;
 pub mod tls;
 

@@ -15,6 +15,7 @@
 //! Structured metadata is the same for every entry of a [`StreamEntries`], so its encoding is
 //! measured once per stream.
 
+use bytes::Bytes;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use crate::loki::batch::StreamEntries;
@@ -25,7 +26,9 @@ const NANOS_PER_SEC: i64 = 1_000_000_000;
 pub struct PushEncoder {
     protobuf: Vec<u8>,
     /// Where snappy writes. Kept at its largest length, so that it is zeroed only when it grows,
-    /// not for every push.
+    /// not for every push. It leaves as the body of a push and comes back through
+    /// [`Self::recycle`]: a fresh body for every push would cost a megabyte of newly mapped
+    /// (and so zeroed) memory each time.
     compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
 }
@@ -43,8 +46,9 @@ impl std::fmt::Debug for PushEncoder {
 }
 
 impl PushEncoder {
-    /// Encodes the streams as a snappy-compressed `PushRequest`, the body of a push.
-    pub fn encode(&mut self, streams: &[StreamEntries]) -> Vec<u8> {
+    /// Encodes the streams as a snappy-compressed `PushRequest`, the body of a push. Hand the
+    /// body back to [`Self::recycle`] once the push is over.
+    pub fn encode(&mut self, streams: &[StreamEntries]) -> Bytes {
         self.protobuf.clear();
         write_push_request(streams, &mut self.protobuf);
         let max_len = snap::raw::max_compress_len(self.protobuf.len());
@@ -55,7 +59,21 @@ impl PushEncoder {
             .snappy
             .compress(&self.protobuf, &mut self.compressed)
             .expect("snappy compresses any input shorter than 4 GiB");
-        self.compressed[..len].to_vec()
+        let mut body = std::mem::take(&mut self.compressed);
+        body.truncate(len);
+        Bytes::from(body)
+    }
+
+    /// Takes back the buffer of a body from [`Self::encode`] for the next push, unless it is
+    /// still shared (a request may still hold it).
+    pub fn recycle(&mut self, body: Bytes) {
+        let Ok(body) = body.try_into_mut() else {
+            return;
+        };
+        let buffer = Vec::from(body);
+        if buffer.capacity() > self.compressed.capacity() {
+            self.compressed = buffer;
+        }
     }
 
     /// Length of the protobuf encoding of the last request, before compression.
@@ -249,6 +267,36 @@ mod tests {
             ],
         };
         assert_eq!(request, expected);
+    }
+
+    #[test]
+    fn a_recycled_body_carries_the_next_push_intact() {
+        let stream = |line: &str| StreamEntries {
+            labels: Arc::new(StreamLabels::new([("job", "a")])),
+            entries: vec![(1, line.into())],
+        };
+        let decoded = |body: &[u8]| {
+            let protobuf = snap::raw::Decoder::new().decompress_vec(body).expect("snappy block");
+            PushRequest::decode(protobuf.as_slice()).expect("valid protobuf").streams[0].entries[0]
+                .line
+                .clone()
+        };
+        let mut encoder = PushEncoder::default();
+        let long = "a long line that leaves stale bytes behind ".repeat(50);
+        let first = encoder.encode(&[stream(&long)]);
+        let first_buffer = first.as_ptr();
+        encoder.recycle(first);
+
+        let second = encoder.encode(&[stream("short")]);
+        assert_eq!(second.as_ptr(), first_buffer, "the buffer is used again");
+        assert_eq!(decoded(&second), "short");
+
+        // A body still held elsewhere (by a request being sent) is left alone.
+        let held = second.clone();
+        encoder.recycle(second);
+        let third = encoder.encode(&[stream("third")]);
+        assert_ne!(third.as_ptr(), held.as_ptr());
+        assert_eq!((decoded(&held), decoded(&third)), ("short".to_owned(), "third".to_owned()));
     }
 
     #[test]

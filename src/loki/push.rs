@@ -255,7 +255,7 @@ impl LokiClient {
         batch: &Batch,
         abort: &CancellationToken,
     ) -> Option<PushOutcome> {
-        let body = bytes::Bytes::from(self.encode(batch));
+        let body = self.encode(batch);
         let tenant = batch_tenant(batch);
         let mut attempt = 0;
         loop {
@@ -264,6 +264,7 @@ impl LokiClient {
                 () = abort.cancelled() => return None,
             };
             let PushOutcome::Retry { reason, retry_after } = outcome else {
+                self.recycle(body);
                 return Some(outcome);
             };
             let wait =
@@ -280,9 +281,16 @@ impl LokiClient {
         }
     }
 
-    fn encode(&self, batch: &Batch) -> Vec<u8> {
-        let mut encoder = self.encoder.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        encoder.encode(batch.streams())
+    fn encode(&self, batch: &Batch) -> bytes::Bytes {
+        self.encoder().encode(batch.streams())
+    }
+
+    fn recycle(&self, body: bytes::Bytes) {
+        self.encoder().recycle(body);
+    }
+
+    fn encoder(&self) -> std::sync::MutexGuard<'_, PushEncoder> {
+        self.encoder.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counts a refused batch as dropped, and logs Loki's reason once per status and interval.

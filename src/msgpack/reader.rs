@@ -112,7 +112,10 @@ impl<'a> Reader<'a> {
         // need the scanner to walk their elements.
         let len = match read_head(self.buf) {
             Ok(head) if head.children == 0 => head.header_len + head.payload_len,
-            _ => value_len(self.buf).ok_or(ReadError::Truncated)?,
+            Ok(head) => flat_container_len(self.buf, head.header_len, head.children)
+                .or_else(|| value_len(self.buf))
+                .ok_or(ReadError::Truncated)?,
+            Err(_) => value_len(self.buf).ok_or(ReadError::Truncated)?,
         };
         if len > self.buf.len() {
             return Err(ReadError::Truncated);
@@ -121,6 +124,21 @@ impl<'a> Reader<'a> {
         self.buf = rest;
         Ok(raw)
     }
+}
+
+/// Length of the container at the start of `buf` when none of its `children` is a container
+/// itself, as in a Docker record; `None` otherwise, or when it is truncated, and then the
+/// scanner walks it instead.
+fn flat_container_len(buf: &[u8], header_len: usize, children: u64) -> Option<usize> {
+    let mut end = header_len;
+    for _ in 0..children {
+        let head = read_head(buf.get(end..)?).ok()?;
+        if head.children > 0 {
+            return None;
+        }
+        end += head.header_len + head.payload_len;
+    }
+    Some(end)
 }
 
 /// Decodes an item whose header and payload are both in `item`.
@@ -228,6 +246,25 @@ mod tests {
         let raw = reader.read_raw().expect("complete value");
         assert_eq!(raw, rmp_serde::to_vec(&serde_json::json!({"a": [1, 2]})).unwrap());
         assert_eq!(reader.read(), Ok(Value::Str(b"next")));
+    }
+
+    #[test]
+    fn read_raw_takes_flat_and_nested_records_whole() {
+        for record in [
+            serde_json::json!({"log": "x".repeat(300), "n": 1, "t": true}),
+            serde_json::json!({"log": "x", "labels": {"team": "web"}, "after": "y"}),
+        ] {
+            let mut bytes = rmp_serde::to_vec(&record).unwrap();
+            let len = bytes.len();
+            bytes.push(0xc0);
+            let mut reader = Reader::new(&bytes);
+            assert_eq!(reader.read_raw().map(<[u8]>::len), Ok(len));
+            assert_eq!(reader.read(), Ok(Value::Nil));
+            // Cut anywhere, the record is incomplete.
+            for cut in 1..len {
+                assert_eq!(Reader::new(&bytes[..cut]).read_raw(), Err(ReadError::Truncated));
+            }
+        }
     }
 
     #[test]

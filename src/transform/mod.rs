@@ -22,7 +22,7 @@ use crate::msgpack::{Reader, Value};
 pub use line::Line;
 use line::LineArena;
 use partial::{PARTIAL_ID, PARTIAL_LAST, PARTIAL_MESSAGE, PARTIAL_ORDINAL, PartialLimits};
-use render::{write_json, write_json_key, write_logfmt_value, write_plain};
+use render::{utf8_lossy, write_json, write_json_key, write_logfmt_value, write_plain};
 use streams::{Admission, OVERFLOW_LABEL, StreamRegistry};
 
 /// One log line on its way to Loki.
@@ -276,9 +276,18 @@ impl Transform {
     fn finish_entry(&self, event: Event<'_>, scratch: &mut Scratch) -> Result<Entry, DecodeError> {
         let record = event.record;
         let stream = self.stream(record, scratch)?;
-        scratch.rendered.clear();
-        self.render_line(record, &scratch.kept, &mut scratch.rendered)?;
-        let line = scratch.lines.line(&scratch.rendered);
+        let plain = self.plain_value(record, &scratch.kept).map(|raw| Reader::new(raw).read());
+        let line = match plain {
+            // The common case, a Docker record's `log`: its text goes straight to the arena.
+            Some(Ok(Value::Str(text) | Value::Bin(text))) => {
+                scratch.lines.line(utf8_lossy(text).as_bytes())
+            }
+            _ => {
+                scratch.rendered.clear();
+                self.render_line(record, &scratch.kept, &mut scratch.rendered)?;
+                scratch.lines.line(&scratch.rendered)
+            }
+        };
         Ok(Entry { stream, timestamp_ns: event.timestamp_ns, line })
     }
 
@@ -431,17 +440,15 @@ impl Transform {
         kept: &[(Range<usize>, Range<usize>)],
         line: &mut Vec<u8>,
     ) -> Result<(), DecodeError> {
+        if let Some(value) = self.plain_value(record, kept) {
+            write_plain(value, line)?;
+            return Ok(());
+        }
         let fields = kept.iter().map(|(key, value)| (&record[key.clone()], &record[value.clone()]));
-
-        match (self.line_format, kept) {
-            (LineFormat::Raw, _) => match fields.clone().find(|(key, _)| self.is_line_key(key)) {
-                Some((_, value)) => write_plain(value, line)?,
-                // Without the line key, nothing of the record is lost: ship it as JSON.
-                None => write_object(fields, line)?,
-            },
-            (_, [(_, value)]) if self.drop_single_key => write_plain(&record[value.clone()], line)?,
-            (LineFormat::Json, _) => write_object(fields, line)?,
-            (LineFormat::KeyValue, _) => {
+        match self.line_format {
+            // Without the line key, nothing of the record is lost: ship it as JSON.
+            LineFormat::Raw | LineFormat::Json => write_object(fields, line)?,
+            LineFormat::KeyValue => {
                 for (index, (key, value)) in fields.enumerate() {
                     if index > 0 {
                         line.push(b' ');
@@ -453,6 +460,25 @@ impl Transform {
             }
         }
         Ok(())
+    }
+
+    /// The raw value whose plain text is the whole line, when the line is one value: the line
+    /// key's in the raw format, the one field left when `drop_single_key` is on.
+    fn plain_value<'r>(
+        &self,
+        record: &'r [u8],
+        kept: &[(Range<usize>, Range<usize>)],
+    ) -> Option<&'r [u8]> {
+        let value = match (self.line_format, kept) {
+            (LineFormat::Raw, _) => {
+                let (_, value) =
+                    kept.iter().find(|(key, _)| self.is_line_key(&record[key.clone()]))?;
+                value
+            }
+            (_, [(_, value)]) if self.drop_single_key => value,
+            _ => return None,
+        };
+        Some(&record[value.clone()])
     }
 
     fn is_line_key(&self, key: &[u8]) -> bool {
