@@ -81,6 +81,17 @@ impl MemoryCharge {
         MemoryCharge { budget: self.budget.clone(), bytes: moved }
     }
 
+    /// Moves up to `bytes` of `other` into this charge. Cheaper than [`Self::split`] and
+    /// [`Self::merge`] when done per entry: no budget handle is copied or dropped.
+    pub fn take_from(&mut self, other: &mut MemoryCharge, bytes: usize) {
+        let moved = bytes.min(other.bytes);
+        other.bytes -= moved;
+        self.bytes += moved;
+        if self.budget.is_none() {
+            self.budget.clone_from(&other.budget);
+        }
+    }
+
     /// Adds another charge to this one.
     pub fn merge(&mut self, mut other: MemoryCharge) {
         if self.budget.is_none() {
@@ -102,6 +113,20 @@ impl Drop for MemoryCharge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bytes_taken_from_a_charge_return_with_their_new_charge() {
+        let budget = MemoryBudget::new(100);
+        let mut group = budget.reserve(60).await;
+        let mut batch = MemoryCharge::default();
+        batch.take_from(&mut group, 25);
+        batch.take_from(&mut group, 100);
+        assert_eq!((group.bytes(), batch.bytes()), (0, 60));
+        drop(group);
+        assert_eq!(budget.used(), 60);
+        drop(batch);
+        assert_eq!(budget.used(), 0);
+    }
 
     #[tokio::test]
     async fn bytes_return_when_charges_drop() {

@@ -1,6 +1,7 @@
-//! The limit: a forward receiver that frames every request and decodes every event, then
-//! forgets it. No forward receiver can do less, so its rate bounds what any shipper can reach
-//! with the same generator on the same machine.
+//! The limit: a forward receiver that frames every request and decodes every event, down to
+//! each key and value of its record, then forgets it. No forward receiver that looks at the
+//! records can do less, so its rate bounds what any shipper can reach with the same generator
+//! on the same machine.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use tokio::net::TcpStream;
 use super::loopback::LoopbackServer;
 use super::tally::Tally;
 use crate::forward::decode::{self, DecodeError};
-use crate::msgpack::Scanner;
+use crate::msgpack::{ReadError, Reader, Scanner};
 
 /// Largest request accepted, as large as any workload's request can be.
 const MAX_REQUEST_BYTES: usize = 1 << 30;
@@ -72,8 +73,7 @@ async fn decode_stream(mut stream: TcpStream, tally: &Tally) -> Result<(), Strin
                 .map_err(|error| error.to_string())?;
             events += request
                 .for_each_event(&mut inflated, MAX_REQUEST_BYTES, |event| {
-                    std::hint::black_box(event);
-                    Ok::<_, DecodeError>(())
+                    decode_record(event.record).map_err(DecodeError::from)
                 })
                 .map_err(|error| error.to_string())?;
             consumed += len;
@@ -89,5 +89,33 @@ async fn decode_stream(mut stream: TcpStream, tally: &Tally) -> Result<(), Strin
         if read == 0 {
             return Ok(());
         }
+    }
+}
+
+/// Decodes every item of a record, nested ones included, the least a receiver does to see
+/// its keys and values. Strings are not checked to be UTF-8.
+fn decode_record(record: &[u8]) -> Result<(), ReadError> {
+    let mut reader = Reader::new(record);
+    while !reader.is_empty() {
+        std::hint::black_box(reader.read()?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_item_of_a_record_and_refuses_a_cut_one() {
+        let record = rmp_serde::to_vec(&serde_json::json!({
+            "log": "x".repeat(300),
+            "attrs": {"team": ["web", 1, null]},
+        }))
+        .unwrap();
+        assert_eq!(decode_record(&record), Ok(()));
+        // A string whose length runs past the record's end.
+        let cut = &record[..record.len() - 5];
+        assert_eq!(decode_record(cut), Err(ReadError::Truncated));
     }
 }

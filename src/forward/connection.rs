@@ -149,6 +149,9 @@ struct Connection<'a> {
     /// Lines the assembler has finished, on their way to become entries.
     joined: Vec<JoinedLine>,
     records_received: Counter,
+    /// Records decoded since the counter was last told: the counter is shared by every
+    /// connection, so it is updated once per read rather than once per record.
+    records_uncounted: u64,
     bytes_received: Counter,
 }
 
@@ -165,6 +168,7 @@ impl<'a> Connection<'a> {
             partials: shared.transform.partial_limits().map(PartialAssembler::new),
             joined: Vec::new(),
             records_received: shared.metrics.records_received.get_or_create(listener).clone(),
+            records_uncounted: 0,
             bytes_received: shared.metrics.bytes_received.get_or_create(listener).clone(),
         }
     }
@@ -182,6 +186,7 @@ impl<'a> Connection<'a> {
             // connection is lost.
             let (consumed, failure) = self.decode_requests(buffer.filled());
             buffer.consume(consumed);
+            self.count_records();
             self.hand_on().await?;
             if let Some(error) = failure {
                 return Err(error);
@@ -284,6 +289,10 @@ impl<'a> Connection<'a> {
         (consumed, None)
     }
 
+    fn count_records(&mut self) {
+        self.records_received.inc_by(std::mem::take(&mut self.records_uncounted));
+    }
+
     /// Decodes one request into the group. A request is taken whole or not at all: on error,
     /// none of its events stay in the group.
     fn decode_request(&mut self, request: Request<'_>) -> Result<(), DecodeError> {
@@ -318,7 +327,7 @@ impl<'a> Connection<'a> {
                 return Err(error);
             }
         };
-        self.records_received.inc_by(events);
+        self.records_uncounted += events;
         let added = &self.group.entries[group_len..];
         self.group_bytes += added.iter().map(Entry::charged_bytes).sum::<usize>();
         if let Some(chunk) = options.chunk {

@@ -81,11 +81,12 @@ impl Batch {
         }
     }
 
-    fn push(&mut self, entry: Entry, charge: MemoryCharge) {
+    /// Adds the entry, with `charged_bytes` of `charge` for the memory it holds.
+    fn push(&mut self, entry: Entry, charge: &mut MemoryCharge, charged_bytes: usize) {
         self.line_bytes += entry.line.len();
         self.size_bytes += size_of(&entry);
         self.entry_count += 1;
-        self.charge.merge(charge);
+        self.charge.take_from(charge, charged_bytes);
         // Consecutive entries nearly always share a stream (one container per connection):
         // a pointer comparison saves hashing the label string.
         let same_as_last =
@@ -159,7 +160,7 @@ impl Batch {
             for (timestamp_ns, line) in stream.entries {
                 let target = if moved < half { &mut first } else { &mut second };
                 let entry = Entry { stream: Arc::clone(&stream.labels), timestamp_ns, line };
-                target.push(entry, MemoryCharge::default());
+                target.push(entry, &mut MemoryCharge::default(), 0);
                 moved += 1;
             }
         }
@@ -229,7 +230,19 @@ impl Batcher {
     /// Adds an entry and the memory it holds to the batch of its tenant and lane. Returns that
     /// batch if adding the entry would have taken it over `batch_size`; the entry then starts
     /// the next.
-    pub fn add(&mut self, mut entry: Entry, charge: MemoryCharge, now: Instant) -> Option<Batch> {
+    pub fn add(&mut self, entry: Entry, mut charge: MemoryCharge, now: Instant) -> Option<Batch> {
+        let bytes = charge.bytes();
+        self.add_charged(entry, &mut charge, bytes, now)
+    }
+
+    /// As [`Self::add`], with `charged_bytes` of `charge` for the memory the entry holds.
+    fn add_charged(
+        &mut self,
+        mut entry: Entry,
+        charge: &mut MemoryCharge,
+        charged_bytes: usize,
+        now: Instant,
+    ) -> Option<Batch> {
         if let Some(order) = &mut self.order {
             order.apply(&mut entry);
         }
@@ -255,7 +268,7 @@ impl Batcher {
             None
         };
         batch.last_group = self.group_count;
-        batch.push(entry, charge);
+        batch.push(entry, charge, charged_bytes);
         full
     }
 
@@ -267,8 +280,8 @@ impl Batcher {
         self.group_count += 1;
         let mut full = Vec::new();
         for entry in entries {
-            let entry_charge = charge.split(entry.charged_bytes());
-            if let Some(mut batch) = self.add(entry, entry_charge, now) {
+            let charged_bytes = entry.charged_bytes();
+            if let Some(mut batch) = self.add_charged(entry, &mut charge, charged_bytes, now) {
                 batch.add_tickets(&tickets);
                 full.push(batch);
             }
