@@ -7,6 +7,15 @@
 
 #![doc(hidden)]
 
+mod disk_segment;
+mod handshake;
+
+pub use disk_segment::{SeedEntry, disk_record, disk_segment};
+pub use handshake::{
+    HANDSHAKE_AUTH_SALT, HANDSHAKE_NONCE, HANDSHAKE_SHARED_KEY, HANDSHAKE_USER, handshake_ping,
+    valid_ping,
+};
+
 use std::io::Write;
 use std::ops::Range;
 use std::sync::OnceLock;

@@ -14,7 +14,7 @@
 //! crash is replayed whole.
 
 mod reader;
-mod record;
+pub(crate) mod record;
 mod writer;
 
 use std::io;

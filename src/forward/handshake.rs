@@ -96,7 +96,7 @@ where
 }
 
 /// Checks a PING; returns the client's shared-key salt, needed for the PONG digest.
-fn check_ping(
+pub(crate) fn check_ping(
     ping: &[u8],
     nonce: &[u8],
     auth_salt: &[u8],

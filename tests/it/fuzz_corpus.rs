@@ -19,10 +19,12 @@ use serde_json::json;
 type EntryPoint = fn(&[u8]);
 
 /// Each fuzz target, by the name of its corpus directory, with its entry point.
-const TARGETS: [(&str, EntryPoint); 3] = [
+const TARGETS: [(&str, EntryPoint); 5] = [
     ("forward_stream", fwd2loki::fuzzing::forward_stream),
     ("compressed_entries", fwd2loki::fuzzing::compressed_entries),
     ("config", fwd2loki::fuzzing::config),
+    ("disk_segment", fwd2loki::fuzzing::disk_segment),
+    ("handshake_ping", fwd2loki::fuzzing::handshake_ping),
 ];
 
 /// Seeds stay small so that the fuzzers' default input size (4 KiB) covers them.
@@ -118,6 +120,8 @@ fn seed_corpus_is_up_to_date() {
     let mut seeds = forward_stream_seeds();
     seeds.extend(compressed_entries_seeds());
     seeds.extend(config_seeds());
+    seeds.extend(disk_segment_seeds());
+    seeds.extend(handshake_ping_seeds());
     let mut stale = Vec::new();
     for (target, name, bytes) in seeds {
         assert!(bytes.len() <= MAX_SEED_BYTES, "{target}/{name}: {} bytes", bytes.len());
@@ -567,4 +571,84 @@ fn config_seeds() -> Vec<Seed> {
     let others = others.map(|(name, text)| ("config", name.to_owned(), dedent(text).into_bytes()));
     seeds.extend(others);
     seeds
+}
+
+/// Segments as the disk buffer writes them, and as a crash or a bad disk leaves them.
+fn disk_segment_seeds() -> Vec<Seed> {
+    use fwd2loki::fuzzing::disk_record;
+
+    let web: &[(&str, &str)] = &[("job", "docker"), ("container_name", "/web")];
+    let db: &[(&str, &str)] = &[("job", "docker"), ("container_name", "/db")];
+    let plain = disk_record(&[
+        (web, None, &[], TIME_NS, "GET / 200"),
+        (db, None, &[], TIME_NS + 1, "checkpoint complete"),
+        (web, None, &[], TIME_NS - 5, "late line, earlier time"),
+    ]);
+    let detailed = disk_record(&[
+        (web, Some("team-a"), &[("trace_id", "abc123")], TIME_NS, "with tenant and metadata"),
+        (web, Some("team-b"), &[], -1, "another tenant, a time before 1970"),
+        (db, None, &[("pod", "db-0"), ("zone", "é")], 0, "ünïcödé ✓ and \"quotes\""),
+    ]);
+    let empty = disk_record(&[]);
+    let mut bad_checksum = plain.clone();
+    bad_checksum[8] ^= 0xff;
+    let mut bad_payload = detailed.clone();
+    let last = bad_payload.len() - 1;
+    bad_payload[last] ^= 0x01;
+    // A record whose payload is not a stored group, with a checksum that matches it.
+    let not_a_group = {
+        let payload = [0x93, 0x01, 0x02, 0x03];
+        let mut bytes = b"F2LR".to_vec();
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes
+    };
+    let seeds = [
+        ("one-record", plain.clone()),
+        ("details", detailed.clone()),
+        ("empty-group", empty),
+        ("two-records", cat(&[&plain, &detailed])),
+        ("torn-last-write", cat(&[&plain, &detailed[..detailed.len() / 2]])),
+        ("torn-header", cat(&[&plain, &detailed[..7]])),
+        ("bad-checksum-then-good", cat(&[&bad_checksum, &detailed])),
+        ("bad-payload-then-good", cat(&[&bad_payload, &plain])),
+        ("junk-between", cat(&[&plain, b"junk F2L F2", &detailed])),
+        ("not-a-group", cat(&[&not_a_group, &plain])),
+        ("magic-only", b"F2LR".to_vec()),
+    ];
+    seeds.into_iter().map(|(name, bytes)| ("disk_segment", name.to_owned(), bytes)).collect()
+}
+
+/// PINGs an honest client sends, and the ways a PING can be wrong.
+fn handshake_ping_seeds() -> Vec<Seed> {
+    use fwd2loki::fuzzing::valid_ping;
+
+    let ping = |fields: &[&str]| {
+        let mut bytes = vec![0x90 | fields.len() as u8];
+        for field in fields {
+            write_str(&mut bytes, field);
+        }
+        bytes
+    };
+    let good = valid_ping("client-host", "client salt", true);
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"\x93\xa3tag");
+    let mut flipped_digest = good.clone();
+    let middle = good.len() / 2;
+    flipped_digest[middle] ^= 0x01;
+    let seeds = [
+        ("key-and-user", good.clone()),
+        ("key-only", valid_ping("client-host", "", false)),
+        ("then-a-request", trailing),
+        ("flipped-digest", flipped_digest),
+        ("truncated", good[..good.len() - 10].to_vec()),
+        ("wrong-key", ping(&["PING", "h", "s", "0123", "fluent", "x"])),
+        ("helo-not-ping", ping(&["HELO", "h", "s", "d", "u", "p"])),
+        ("five-fields", ping(&["PING", "h", "s", "d", "u"])),
+        ("number-field", vec![0x96, 0xa4, b'P', b'I', b'N', b'G', 0x01, 0xa0, 0xa0, 0xa0, 0xa0]),
+        ("not-an-array", b"\xa4PING".to_vec()),
+        ("reserved-marker", vec![0x96, 0xc1]),
+    ];
+    seeds.into_iter().map(|(name, bytes)| ("handshake_ping", name.to_owned(), bytes)).collect()
 }
