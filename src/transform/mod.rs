@@ -276,15 +276,20 @@ impl Transform {
     fn finish_entry(&self, event: Event<'_>, scratch: &mut Scratch) -> Result<Entry, DecodeError> {
         let record = event.record;
         let stream = self.stream(record, scratch)?;
-        let plain = self.plain_value(record, &scratch.kept).map(|raw| Reader::new(raw).read());
-        let line = match plain {
+        let plain = self.plain_value(record, &scratch.kept);
+        let line = match plain.map(|raw| (raw, Reader::new(raw).read())) {
             // The common case, a Docker record's `log`: its text goes straight to the arena.
-            Some(Ok(Value::Str(text) | Value::Bin(text))) => {
+            Some((_, Ok(Value::Str(text) | Value::Bin(text)))) => {
                 scratch.lines.line(utf8_lossy(text).as_bytes())
             }
-            _ => {
+            Some((raw, _)) => {
                 scratch.rendered.clear();
-                self.render_line(record, &scratch.kept, &mut scratch.rendered)?;
+                write_plain(raw, &mut scratch.rendered)?;
+                scratch.lines.line(&scratch.rendered)
+            }
+            None => {
+                scratch.rendered.clear();
+                self.render_fields(record, &scratch.kept, &mut scratch.rendered)?;
                 scratch.lines.line(&scratch.rendered)
             }
         };
@@ -433,17 +438,14 @@ impl Transform {
             .with_structured_metadata(metadata))
     }
 
-    /// Renders the fields that stay in the line into `line`, as UTF-8.
-    fn render_line(
+    /// Renders the fields that stay in the line into `line`, as UTF-8, when the line is not
+    /// one plain value (see [`Self::plain_value`]).
+    fn render_fields(
         &self,
         record: &[u8],
         kept: &[(Range<usize>, Range<usize>)],
         line: &mut Vec<u8>,
     ) -> Result<(), DecodeError> {
-        if let Some(value) = self.plain_value(record, kept) {
-            write_plain(value, line)?;
-            return Ok(());
-        }
         let fields = kept.iter().map(|(key, value)| (&record[key.clone()], &record[value.clone()]));
         match self.line_format {
             // Without the line key, nothing of the record is lost: ship it as JSON.
