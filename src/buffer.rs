@@ -74,15 +74,8 @@ impl MemoryCharge {
         self.bytes
     }
 
-    /// Moves up to `bytes` of this charge into a new charge.
-    pub fn split(&mut self, bytes: usize) -> MemoryCharge {
-        let moved = bytes.min(self.bytes);
-        self.bytes -= moved;
-        MemoryCharge { budget: self.budget.clone(), bytes: moved }
-    }
-
-    /// Moves up to `bytes` of `other` into this charge. Cheaper than [`Self::split`] and
-    /// [`Self::merge`] when done per entry: no budget handle is copied or dropped.
+    /// Moves up to `bytes` of `other` into this charge. No budget handle is copied unless this
+    /// charge had none, so it is cheap enough to do for every entry.
     pub fn take_from(&mut self, other: &mut MemoryCharge, bytes: usize) {
         let moved = bytes.min(other.bytes);
         other.bytes -= moved;
@@ -90,14 +83,6 @@ impl MemoryCharge {
         if self.budget.is_none() {
             self.budget.clone_from(&other.budget);
         }
-    }
-
-    /// Adds another charge to this one.
-    pub fn merge(&mut self, mut other: MemoryCharge) {
-        if self.budget.is_none() {
-            self.budget = other.budget.take();
-        }
-        self.bytes += std::mem::take(&mut other.bytes);
     }
 }
 
@@ -134,13 +119,15 @@ mod tests {
         let mut charge = budget.reserve(60).await;
         assert_eq!(budget.used(), 60);
 
-        let part = charge.split(25);
+        let mut part = MemoryCharge::default();
+        part.take_from(&mut charge, 25);
         assert_eq!((charge.bytes(), part.bytes()), (35, 25));
         drop(part);
         assert_eq!(budget.used(), 35);
 
         let mut total = MemoryCharge::default();
-        total.merge(charge);
+        total.take_from(&mut charge, usize::MAX);
+        drop(charge);
         assert_eq!(budget.used(), 35);
         drop(total);
         assert_eq!(budget.used(), 0);

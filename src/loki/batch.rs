@@ -164,8 +164,9 @@ impl Batch {
                 moved += 1;
             }
         }
-        first.charge.merge(charge.split(charge.bytes() / 2));
-        second.charge.merge(charge);
+        let half_charge = charge.bytes() / 2;
+        first.charge.take_from(&mut charge, half_charge);
+        second.charge.take_from(&mut charge, usize::MAX);
         first.add_tickets(&tickets);
         second.add_tickets(&tickets);
         Some((first, second))
