@@ -39,9 +39,10 @@ pub(crate) struct BenchArgs {
     /// Seed of the generated records: the same seed gives the same bytes.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// fwd2loki's loki.batch_wait; short, so the last partial batch does not sit idle inside
-    /// the measured time.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    /// fwd2loki's loki.batch_wait. Under load batches are cut by size (loki.batch_size) long
+    /// before this wait, so it only decides how long the last partial batch sits idle inside
+    /// the measured time. Raise it if the report's entries per push fall short of full batches.
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     batch_wait: Duration,
     /// A fwd2loki configuration file to measure instead of the defaults; the bench replaces its
     /// listeners, Loki URL and batch wait.

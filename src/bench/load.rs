@@ -28,8 +28,13 @@ pub struct PhaseResult {
     pub received: u64,
     /// Bytes of lines the receiver counted (zero for receivers that do not see lines).
     pub line_bytes: u64,
+    /// Times the receiver counted something: pushes, for the Loki receiver.
+    pub deliveries: u64,
     /// From the first byte sent to the arrival of the last record.
     pub elapsed: Duration,
+    /// From the last byte sent to the arrival of the last record: how long the receiving side
+    /// took to finish once the load was all written (data in flight, the last batch's wait).
+    pub drain: Duration,
 }
 
 /// A progress bar counting received records, hidden when `visible` is false or standard error
@@ -78,14 +83,16 @@ pub async fn run_phase(
     }
     // Finished connections stay open until the phase ends, as a container's would.
     let mut open = Vec::with_capacity(workload.connections.len());
+    let mut last_written = started;
 
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     loop {
         ticker.tick().await;
         while let Some(joined) = writers.try_join_next() {
-            let stream = joined
+            let (stream, written) = joined
                 .expect("a sending task does not panic")
                 .map_err(BenchError::io("sending to the receiver failed"))?;
+            last_written = last_written.max(written);
             open.push(stream);
         }
         watch()?;
@@ -108,20 +115,23 @@ pub async fn run_phase(
     Ok(PhaseResult {
         received: tally.entries(),
         line_bytes: tally.line_bytes(),
+        deliveries: tally.deliveries(),
         elapsed: last_arrival.saturating_duration_since(started),
+        drain: last_arrival.saturating_duration_since(last_written),
     })
 }
 
-/// Writes `bytes` to `stream` and hands the stream back, still open.
+/// Writes `bytes` to `stream` and hands the stream back, still open, with the time its last
+/// byte was written.
 async fn send(
     mut stream: TcpStream,
     bytes: Bytes,
     sent: Arc<AtomicU64>,
-) -> std::io::Result<TcpStream> {
+) -> std::io::Result<(TcpStream, Instant)> {
     for chunk in bytes.chunks(WRITE_BYTES) {
         stream.write_all(chunk).await?;
         sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
     stream.flush().await?;
-    Ok(stream)
+    Ok((stream, Instant::now()))
 }

@@ -188,8 +188,8 @@ async fn run_phases(options: &BenchOptions) -> Result<Report, BenchError> {
     let after = sample(shipper.pid())?;
     let exit = shipper.stop(STOP_PATIENCE).await?;
 
-    let limit = Rate::new(limit.received, wire_bytes, limit.elapsed);
-    let rate = Rate::new(shipped.received, wire_bytes, shipped.elapsed);
+    let limit = Rate::new(limit.received, wire_bytes, limit.elapsed, limit.drain);
+    let rate = Rate::new(shipped.received, wire_bytes, shipped.elapsed, shipped.drain);
     let cpu_seconds = (after.cpu_seconds - before.cpu_seconds).max(0.0);
     let spec = &options.workload;
     Ok(Report {
@@ -203,11 +203,13 @@ async fn run_phases(options: &BenchOptions) -> Result<Report, BenchError> {
         line_bytes: spec.line_bytes,
         time_format: value_name(spec.time_format),
         seed: spec.seed,
+        batch_wait_seconds: options.batch_wait.as_secs_f64(),
         wire_bytes,
         limit,
         fwd2loki: ShipperFigures {
             rate,
             line_bytes_received: shipped.line_bytes,
+            pushes: shipped.deliveries,
             cpu_seconds,
             cpu_seconds_per_million: cpu_seconds * 1e6 / workload.records as f64,
             peak_rss_bytes: after.peak_rss_bytes,

@@ -17,11 +17,14 @@ pub struct Rate {
     pub records_per_second: f64,
     /// Forward-protocol bytes sent per second, in millions.
     pub megabytes_per_second: f64,
+    /// Seconds from the last byte sent to the last record counted, included in `seconds`.
+    pub drain_seconds: f64,
 }
 
 impl Rate {
-    /// The rate of `received` records carried in `wire_bytes` over `elapsed`.
-    pub fn new(received: u64, wire_bytes: u64, elapsed: Duration) -> Self {
+    /// The rate of `received` records carried in `wire_bytes` over `elapsed`, of which `drain`
+    /// came after the last byte was sent.
+    pub fn new(received: u64, wire_bytes: u64, elapsed: Duration, drain: Duration) -> Self {
         // A run too short for the clock still gets finite figures.
         let seconds = elapsed.as_secs_f64().max(1e-9);
         Self {
@@ -29,6 +32,7 @@ impl Rate {
             seconds,
             records_per_second: received as f64 / seconds,
             megabytes_per_second: wire_bytes as f64 / seconds / 1e6,
+            drain_seconds: drain.as_secs_f64(),
         }
     }
 }
@@ -41,6 +45,8 @@ pub struct ShipperFigures {
     pub rate: Rate,
     /// Bytes of log lines the receiver counted.
     pub line_bytes_received: u64,
+    /// Pushes the receiver counted.
+    pub pushes: u64,
     /// CPU seconds (user plus system) it used during the load.
     pub cpu_seconds: f64,
     /// CPU seconds per million records.
@@ -70,6 +76,8 @@ pub struct Report {
     pub time_format: String,
     /// The generator's seed.
     pub seed: u64,
+    /// fwd2loki's `loki.batch_wait` in the run, in seconds.
+    pub batch_wait_seconds: f64,
     /// Forward-protocol bytes sent in each phase.
     pub wire_bytes: u64,
     /// The decode-only receiver: the most any forward receiver can do with this load here.
@@ -124,6 +132,15 @@ impl fmt::Display for Report {
             mebibytes(shipper.idle_rss_bytes),
         )?;
         writeln!(f)?;
+        writeln!(
+            f,
+            "fwd2loki made {} pushes ({} entries each on average); its last record arrived \
+             {:.0} ms after the last byte was sent (batch_wait {:.0} ms).",
+            group_digits(shipper.pushes as f64),
+            group_digits(shipper.rate.received as f64 / shipper.pushes.max(1) as f64),
+            shipper.rate.drain_seconds * 1e3,
+            self.batch_wait_seconds * 1e3,
+        )?;
         write!(
             f,
             "Time runs from the first byte sent to the last record counted by the receiver; \
@@ -163,8 +180,10 @@ mod tests {
 
     #[test]
     fn rates_divide_by_the_elapsed_time() {
-        let rate = Rate::new(1_000_000, 300_000_000, Duration::from_secs(2));
+        let rate =
+            Rate::new(1_000_000, 300_000_000, Duration::from_secs(2), Duration::from_millis(250));
         assert_eq!(rate.records_per_second, 500_000.0);
         assert_eq!(rate.megabytes_per_second, 150.0);
+        assert_eq!(rate.drain_seconds, 0.25);
     }
 }

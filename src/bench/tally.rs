@@ -10,6 +10,7 @@ use std::time::Instant;
 pub struct Tally {
     entries: AtomicU64,
     line_bytes: AtomicU64,
+    deliveries: AtomicU64,
     last_arrival: Mutex<Option<Instant>>,
     failure: Mutex<Option<String>>,
 }
@@ -24,6 +25,7 @@ impl Tally {
         // a time no earlier than the arrival that completed it.
         *self.last_arrival.lock().expect("tally lock is not poisoned") = Some(Instant::now());
         self.line_bytes.fetch_add(line_bytes, Ordering::Relaxed);
+        self.deliveries.fetch_add(1, Ordering::Relaxed);
         self.entries.fetch_add(entries, Ordering::Release);
     }
 
@@ -40,6 +42,11 @@ impl Tally {
     /// Bytes of the lines counted so far (zero for receivers that do not look at lines).
     pub fn line_bytes(&self) -> u64 {
         self.line_bytes.load(Ordering::Relaxed)
+    }
+
+    /// How many times entries were counted: one per push for a Loki receiver.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
     }
 
     /// When the latest entries arrived.

@@ -41,6 +41,11 @@ fn assert_complete(report: &serde_json::Value, records: u64) {
     ] {
         assert_positive(report, pointer);
     }
+    let pushes = report["fwd2loki"]["pushes"].as_u64().expect("pushes are counted");
+    assert!((1..=records).contains(&pushes), "{report}");
+    let seconds = report["fwd2loki"]["seconds"].as_f64().expect("the time is reported");
+    let drain = report["fwd2loki"]["drain_seconds"].as_f64().expect("the drain is reported");
+    assert!((0.0..=seconds).contains(&drain), "{report}");
 }
 
 #[test]
