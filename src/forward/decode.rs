@@ -183,9 +183,11 @@ pub fn parse_prefix(bytes: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
         return Err(DecodeError::UnknownShape { reason: "tag is not a string" });
     };
 
-    let (body, elements_used) = match reader.clone().read()? {
+    let mut after_second = reader.clone();
+    let second = after_second.read()?;
+    let (body, elements_used) = match second {
         Value::Array(count) => {
-            reader.read()?;
+            reader = after_second;
             let entries = reader.clone();
             for _ in 0..count {
                 reader.read_raw()?;
@@ -193,7 +195,7 @@ pub fn parse_prefix(bytes: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
             (Body::Forward { entries, count }, 2)
         }
         Value::Str(entries) | Value::Bin(entries) => {
-            reader.read()?;
+            reader = after_second;
             (Body::Packed(entries), 2)
         }
         // A message needs its record: without this check `["tag", 1]` would take the bytes
@@ -204,7 +206,8 @@ pub fn parse_prefix(bytes: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
             });
         }
         Value::UInt(_) | Value::Int(_) | Value::Float(_) | Value::Ext(..) => {
-            let timestamp_ns = read_time(&mut reader)?;
+            reader = after_second;
+            let timestamp_ns = time_from(second)?;
             let record = read_record(&mut reader)?;
             (Body::Message(Event { timestamp_ns, record }), 3)
         }
@@ -319,16 +322,15 @@ fn read_entry<'a>(reader: &mut Reader<'a>) -> Result<Event<'a>, DecodeError> {
         }
     }
     // fluent-bit 2.1+ may send the time as `[time, metadata]`; the time is its first element.
-    let timestamp_ns = match reader.clone().read()? {
+    let timestamp_ns = match reader.read()? {
         Value::Array(len @ 1..) => {
-            reader.read()?;
             let time = read_time(reader)?;
             for _ in 1..len {
                 reader.read_raw()?;
             }
             time
         }
-        _ => read_time(reader)?,
+        time => time_from(time)?,
     };
     let record = read_record(reader)?;
     Ok(Event { timestamp_ns, record })
@@ -336,9 +338,14 @@ fn read_entry<'a>(reader: &mut Reader<'a>) -> Result<Event<'a>, DecodeError> {
 
 /// Reads an event time: integer seconds, float seconds or EventTime, as nanoseconds.
 fn read_time(reader: &mut Reader<'_>) -> Result<i64, DecodeError> {
+    time_from(reader.read()?)
+}
+
+/// The event time `value` stands for, in nanoseconds.
+fn time_from(value: Value<'_>) -> Result<i64, DecodeError> {
     const NANOS_PER_SEC: i64 = 1_000_000_000;
     let out_of_range = DecodeError::InvalidTime { reason: "out of range" };
-    match reader.read()? {
+    match value {
         Value::UInt(secs) => i64::try_from(secs)
             .ok()
             .and_then(|secs| secs.checked_mul(NANOS_PER_SEC))

@@ -16,7 +16,7 @@
 //! measured once per stream.
 
 use bytes::Bytes;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encoded_len_varint, key_len};
 
 use crate::loki::batch::StreamEntries;
 
@@ -84,9 +84,11 @@ impl PushEncoder {
 
 /// Appends the protobuf `PushRequest` for `streams` to `out`.
 pub fn write_push_request(streams: &[StreamEntries], out: &mut Vec<u8>) {
-    out.reserve(streams.iter().map(stream_len).map(|len| len + 8).sum());
-    for stream in streams {
-        write_len_prefix(1, stream_len(stream), out);
+    // Measuring a stream walks all its entries: do it once.
+    let stream_lens: Vec<usize> = streams.iter().map(stream_len).collect();
+    out.reserve(stream_lens.iter().map(|len| field_len(1, *len)).sum());
+    for (stream, stream_len) in streams.iter().zip(stream_lens) {
+        write_len_prefix(1, stream_len, out);
         write_string(1, stream.labels.selector(), out);
         let metadata_len = structured_metadata_len(stream);
         for (timestamp_ns, line) in &stream.entries {
@@ -150,8 +152,24 @@ fn field_len(tag: u32, len: usize) -> usize {
 }
 
 fn write_len_prefix(tag: u32, len: usize, out: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, out);
-    encode_varint(len as u64, out);
+    write_key(tag, WireType::LengthDelimited, out);
+    write_varint(len as u64, out);
+}
+
+/// Appends a field key. Loki's fields all have numbers under 16, so a key is one byte.
+fn write_key(tag: u32, wire_type: WireType, out: &mut Vec<u8>) {
+    write_varint(u64::from(tag << 3 | wire_type as u32), out);
+}
+
+/// Appends `value` as a varint. prost's `encode_varint` writes through the generic `BufMut`,
+/// one `extend_from_slice` per byte; this is the same encoding at a fraction of the cost,
+/// which matters at five varints per entry.
+fn write_varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 fn write_string(tag: u32, value: &str, out: &mut Vec<u8>) {
@@ -167,8 +185,8 @@ fn write_bytes(tag: u32, value: &[u8], out: &mut Vec<u8>) {
 /// Writes an int64 or int32 field; negative values are sign-extended to ten bytes, as protobuf
 /// requires for both.
 fn write_varint_field(tag: u32, value: u64, out: &mut Vec<u8>) {
-    encode_key(tag, WireType::Varint, out);
-    encode_varint(value, out);
+    write_key(tag, WireType::Varint, out);
+    write_varint(value, out);
 }
 
 #[cfg(test)]
@@ -218,6 +236,19 @@ mod tests {
         seconds: i64,
         #[prost(int32, tag = "2")]
         nanos: i32,
+    }
+
+    #[test]
+    fn varints_are_prosts() {
+        let edges = (0..64).flat_map(|bit| [(1u64 << bit) - 1, 1 << bit, (1 << bit) + 1]);
+        for value in edges.chain([u64::MAX, -1i64 as u64, -1_000_000_000i64 as u64]) {
+            let mut ours = Vec::new();
+            write_varint(value, &mut ours);
+            let mut prosts = Vec::new();
+            prost::encoding::encode_varint(value, &mut prosts);
+            assert_eq!(ours, prosts, "{value}");
+            assert_eq!(ours.len(), encoded_len_varint(value), "{value}");
+        }
     }
 
     #[test]

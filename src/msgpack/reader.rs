@@ -82,10 +82,24 @@ impl<'a> Reader<'a> {
                 return Ok(Value::Array(u32::from(byte & 0x0f)));
             }
             Some(&byte @ 0xa0..=0xbf) => {
-                let end = 1 + usize::from(byte & 0x1f);
-                let text = self.buf.get(1..end).ok_or(ReadError::Truncated)?;
-                self.buf = &self.buf[end..];
+                let text = self.take(1, usize::from(byte & 0x1f))?;
                 return Ok(Value::Str(text));
+            }
+            // Integer seconds, a `log` line of 32 to 255 bytes and EventTime are the rest of
+            // what Docker sends.
+            Some(&byte @ 0xcc..=0xcf) => {
+                let bytes = self.take(1, 1 << (byte - 0xcc))?;
+                return Ok(Value::UInt(big_endian(bytes)));
+            }
+            Some(0xd9) => {
+                let len = *self.buf.get(1).ok_or(ReadError::Truncated)?;
+                let text = self.take(2, len.into())?;
+                return Ok(Value::Str(text));
+            }
+            Some(0xd7) => {
+                let ext_type = *self.buf.get(1).ok_or(ReadError::Truncated)? as i8;
+                let data = self.take(2, 8)?;
+                return Ok(Value::Ext(ext_type, data));
             }
             _ => {}
         }
@@ -100,6 +114,18 @@ impl<'a> Reader<'a> {
         let (item, rest) = self.buf.split_at(end);
         self.buf = rest;
         Ok(decode_item(item, head.header_len))
+    }
+
+    /// Takes an item of a `header_len`-byte header and a `payload_len`-byte payload, and
+    /// returns the payload.
+    fn take(&mut self, header_len: usize, payload_len: usize) -> Result<&'a [u8], ReadError> {
+        let end = header_len + payload_len;
+        if end > self.buf.len() {
+            return Err(ReadError::Truncated);
+        }
+        let payload = &self.buf[header_len..end];
+        self.buf = &self.buf[end..];
+        Ok(payload)
     }
 
     /// Skips the next value, nested elements included, and returns its raw bytes.
@@ -141,10 +167,15 @@ fn flat_container_len(buf: &[u8], header_len: usize, children: u64) -> Option<us
     Some(end)
 }
 
+/// The big-endian unsigned integer of up to 8 bytes.
+fn big_endian(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+}
+
 /// Decodes an item whose header and payload are both in `item`.
 fn decode_item(item: &[u8], header_len: usize) -> Value<'_> {
     let payload = &item[header_len..];
-    let uint = |bytes: &[u8]| bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    let uint = big_endian;
     // Two's complement sign extension of a big-endian integer of 1, 2, 4 or 8 bytes.
     let int = |bytes: &[u8]| {
         let shift = 64 - 8 * bytes.len() as u32;
@@ -272,5 +303,20 @@ mod tests {
         assert_eq!(Reader::new(&[0xa5, b'a']).read(), Err(ReadError::Truncated));
         assert_eq!(Reader::new(&[0xcd, 0x01]).read(), Err(ReadError::Truncated));
         assert_eq!(Reader::new(&[0x92, 0x01]).read_raw(), Err(ReadError::Truncated));
+        for truncated in [&[0xd9][..], &[0xd9, 5, b'a'], &[0xce, 0, 0], &[0xd7, 0x00, 1, 2]] {
+            assert_eq!(Reader::new(truncated).read(), Err(ReadError::Truncated), "{truncated:?}");
+        }
+    }
+
+    #[test]
+    fn reads_str8_whole_and_leaves_what_follows() {
+        let text = "x".repeat(200);
+        let mut bytes = rmp_serde::to_vec(&text).unwrap();
+        assert_eq!(&bytes[..2], &[0xd9, 200]);
+        bytes.push(0xc0);
+        let mut reader = Reader::new(&bytes);
+        assert_eq!(reader.read(), Ok(Value::Str(text.as_bytes())));
+        assert_eq!(reader.read(), Ok(Value::Nil));
+        assert!(reader.is_empty());
     }
 }
