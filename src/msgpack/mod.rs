@@ -35,6 +35,7 @@ enum HeadError {
 }
 
 /// Reads the marker at the start of `buf` and the length field after it.
+#[inline(always)]
 fn read_head(buf: &[u8]) -> Result<Head, HeadError> {
     let Some(&first) = buf.first() else {
         return Err(HeadError::Incomplete);
