@@ -212,8 +212,7 @@ fn transform(c: &mut Criterion) {
             group.bench_function(BenchmarkId::from_parameter(id), |b| {
                 b.iter(|| {
                     for event in events {
-                        let event =
-                            Event { timestamp_ns: event.timestamp_ns, record: &event.record };
+                        let event = Event::new(event.timestamp_ns, &event.record);
                         black_box(transform.entry(event, &mut scratch).expect("valid record"));
                     }
                 });

@@ -112,7 +112,7 @@ pub fn config(data: &[u8]) {
     };
     let transform = Transform::new(&config.loki);
     let record = docker_record();
-    let event = Event { timestamp_ns: 1_700_000_000_000_000_001, record: &record };
+    let event = Event::new(1_700_000_000_000_000_001, &record);
     let mut entry = transform
         .entry(event, &mut Scratch::default())
         .unwrap_or_else(|error| panic!("a valid config cannot refuse a plain record: {error}"));

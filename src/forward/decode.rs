@@ -15,7 +15,7 @@ use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
 
-use crate::msgpack::{ReadError, Reader, Value};
+use crate::msgpack::{MapLayout, ReadError, Reader, Value};
 use crate::transform::render::RenderError;
 
 /// Why a request was refused. Every variant closes the connection it came from.
@@ -104,6 +104,16 @@ pub struct Event<'a> {
     pub timestamp_ns: i64,
     /// The record: a complete msgpack map.
     pub record: &'a [u8],
+    /// Where the record's keys and values lie, when the walk that found the record's end
+    /// noted them; the transform walks the record itself otherwise.
+    pub layout: Option<MapLayout>,
+}
+
+impl<'a> Event<'a> {
+    /// An event whose record has not been walked yet.
+    pub fn new(timestamp_ns: i64, record: &'a [u8]) -> Self {
+        Self { timestamp_ns, record, layout: None }
+    }
 }
 
 /// The request options the server acts on.
@@ -208,8 +218,8 @@ pub fn parse_prefix(bytes: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
         Value::UInt(_) | Value::Int(_) | Value::Float(_) | Value::Ext(..) => {
             reader = after_second;
             let timestamp_ns = time_from(second)?;
-            let record = read_record(&mut reader)?;
-            (Body::Message(Event { timestamp_ns, record }), 3)
+            let (record, layout) = read_record(&mut reader)?;
+            (Body::Message(Event { timestamp_ns, record, layout }), 3)
         }
         _ => {
             return Err(DecodeError::UnknownShape {
@@ -332,8 +342,8 @@ fn read_entry<'a>(reader: &mut Reader<'a>) -> Result<Event<'a>, DecodeError> {
         }
         time => time_from(time)?,
     };
-    let record = read_record(reader)?;
-    Ok(Event { timestamp_ns, record })
+    let (record, layout) = read_record(reader)?;
+    Ok(Event { timestamp_ns, record, layout })
 }
 
 /// Reads an event time: integer seconds, float seconds or EventTime, as nanoseconds.
@@ -373,12 +383,12 @@ fn time_from(value: Value<'_>) -> Result<i64, DecodeError> {
     }
 }
 
-/// Reads a record, which must be a map, as raw bytes.
-fn read_record<'a>(reader: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
-    match reader.clone().read()? {
-        Value::Map(_) => Ok(reader.read_raw()?),
-        other => Err(DecodeError::RecordNotMap { found: kind(&other) }),
+/// Reads a record, which must be a map, as raw bytes, with its layout when it is small.
+fn read_record<'a>(reader: &mut Reader<'a>) -> Result<(&'a [u8], Option<MapLayout>), DecodeError> {
+    if let Some(0x80..=0x8f | 0xde | 0xdf) = reader.remaining().first() {
+        return Ok(reader.read_map()?);
     }
+    Err(DecodeError::RecordNotMap { found: kind(&reader.clone().read()?) })
 }
 
 /// Reads the option map, or `nil` standing for none.

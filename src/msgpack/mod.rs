@@ -8,9 +8,11 @@
 //! The spec is <https://github.com/msgpack/msgpack/blob/master/spec.md>; the tests check the
 //! marker table against the `rmp` crate's.
 
+mod layout;
 mod reader;
 mod scanner;
 
+pub use layout::{MAX_LAID_OUT_PAIRS, MapLayout, PairSpan};
 pub use reader::{ReadError, Reader, Value};
 pub use scanner::{ScanError, Scanner, value_len};
 

@@ -1,6 +1,7 @@
 //! Reading the parts of a complete msgpack value, borrowing from its buffer.
 
-use super::{HeadError, read_head, value_len};
+use super::layout::{MAX_LAID_OUT_PAIRS, MapLayout};
+use super::{Head, HeadError, read_head, value_len};
 
 /// One msgpack item. Containers give only their length; their elements follow in the reader.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,6 +129,25 @@ impl<'a> Reader<'a> {
         Ok(payload)
     }
 
+    /// Like [`Self::read_raw`], and when the value is a map of at most [`MAX_LAID_OUT_PAIRS`]
+    /// pairs, also where its keys and values lie, found in the same walk.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::read_raw`].
+    pub fn read_map(&mut self) -> Result<(&'a [u8], Option<MapLayout>), ReadError> {
+        match map_layout(self.buf) {
+            Some((len, layout)) => {
+                let (map, rest) = self.buf.split_at(len);
+                self.buf = rest;
+                Ok((map, Some(layout)))
+            }
+            // Large, nested deeper than a level, cut short or malformed: `read_raw` walks it
+            // and says which.
+            None => Ok((self.read_raw()?, None)),
+        }
+    }
+
     /// Skips the next value, nested elements included, and returns its raw bytes.
     ///
     /// # Errors
@@ -149,6 +169,47 @@ impl<'a> Reader<'a> {
         let (raw, rest) = self.buf.split_at(len);
         self.buf = rest;
         Ok(raw)
+    }
+}
+
+/// Whether `marker` starts a string or a binary.
+fn is_text_marker(marker: u8) -> bool {
+    matches!(marker, 0xa0..=0xbf | 0xc4..=0xc6 | 0xd9..=0xdb)
+}
+
+/// The length and layout of the map at the start of `buf`, when it is small and complete.
+fn map_layout(buf: &[u8]) -> Option<(usize, MapLayout)> {
+    let head = read_head(buf).ok()?;
+    let pairs = head.children / 2;
+    if !matches!(buf[0], 0x80..=0x8f | 0xde | 0xdf) || pairs > MAX_LAID_OUT_PAIRS as u64 {
+        return None;
+    }
+    let mut layout = MapLayout::new(head.header_len)?;
+    let mut end = head.header_len;
+    for _ in 0..pairs {
+        let key = buf.get(end..)?;
+        let key_head = read_head(key).ok()?;
+        let text_header = is_text_marker(key[0]).then_some(key_head.header_len);
+        end += item_len(key, key_head)?;
+        let value_start = end;
+        let value = buf.get(end..)?;
+        end += item_len(value, read_head(value).ok()?)?;
+        if end > buf.len() || !layout.push(text_header, value_start..end) {
+            return None;
+        }
+    }
+    Some((end, layout))
+}
+
+/// Length of the item at the start of `buf` whose head is `head`, nested elements included,
+/// as far as its heads tell; `None` when it is cut short or malformed. The bytes may still end
+/// before it.
+#[inline(always)]
+fn item_len(buf: &[u8], head: Head) -> Option<usize> {
+    if head.children == 0 {
+        Some(head.header_len + head.payload_len)
+    } else {
+        flat_container_len(buf, head.header_len, head.children).or_else(|| value_len(buf))
     }
 }
 
@@ -212,6 +273,7 @@ fn decode_item(item: &[u8], header_len: usize) -> Value<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::MAX_LAID_OUT_PAIRS;
     use super::*;
 
     fn read_all(bytes: &[u8]) -> Vec<Value<'_>> {
@@ -296,6 +358,76 @@ mod tests {
                 assert_eq!(Reader::new(&bytes[..cut]).read_raw(), Err(ReadError::Truncated));
             }
         }
+    }
+
+    /// Maps whose layouts are checked: flat, nested, keys of every kind, over the pair limit,
+    /// with a 16-bit header.
+    fn maps() -> Vec<Vec<u8>> {
+        let mut maps: Vec<Vec<u8>> = [
+            serde_json::json!({}),
+            serde_json::json!({"log": "x".repeat(300), "source": "stdout", "n": 1}),
+            serde_json::json!({"log": "x", "labels": {"team": "web"}, "list": [1, [2, 3]]}),
+            serde_json::json!({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8}),
+            serde_json::json!({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8,
+                               "i": 9}),
+        ]
+        .iter()
+        .map(|map| rmp_serde::to_vec(map).unwrap())
+        .collect();
+        // Keys that are not strings: an integer, a binary, an array.
+        maps.push(vec![0x83, 0x07, 0xa1, b'x', 0xc4, 0x01, b'k', 0xc0, 0x91, 0x01, 0xc3]);
+        // map16 with one pair.
+        maps.push(vec![0xde, 0x00, 0x01, 0xa1, b'k', 0x05]);
+        maps
+    }
+
+    #[test]
+    fn read_map_takes_what_read_raw_takes_and_notes_where_each_pair_lies() {
+        for map in maps() {
+            let mut bytes = map.clone();
+            bytes.push(0xc0);
+            let mut reader = Reader::new(&bytes);
+            let (raw, layout) = reader.read_map().expect("a complete map");
+            assert_eq!(raw, &map[..]);
+            assert_eq!(reader.read(), Ok(Value::Nil));
+
+            // The same pairs, found the slow way.
+            let mut walk = Reader::new(&map);
+            let Ok(Value::Map(pairs)) = walk.read() else { panic!("a map") };
+            let offset = |walk: &Reader<'_>| map.len() - walk.remaining().len();
+            let mut expected = Vec::new();
+            for _ in 0..pairs {
+                let key_start = offset(&walk);
+                let name = match walk.clone().read() {
+                    Ok(Value::Str(name) | Value::Bin(name)) => Some(name),
+                    _ => None,
+                };
+                walk.read_raw().unwrap();
+                let value_start = offset(&walk);
+                walk.read_raw().unwrap();
+                expected.push((key_start..value_start, name, value_start..offset(&walk)));
+            }
+            let Some(layout) = layout else {
+                assert!(pairs as usize > MAX_LAID_OUT_PAIRS, "{map:?} has a layout");
+                continue;
+            };
+            let found: Vec<_> = layout
+                .pairs()
+                .map(|pair| (pair.key, pair.name.map(|name| &map[name]), pair.value))
+                .collect();
+            assert_eq!(found, expected, "{map:?}");
+        }
+    }
+
+    #[test]
+    fn read_map_of_a_cut_map_is_truncated_and_of_other_values_is_read_raw() {
+        for map in maps() {
+            for cut in 1..map.len() {
+                assert_eq!(Reader::new(&map[..cut]).read_map(), Err(ReadError::Truncated));
+            }
+        }
+        let bytes = rmp_serde::to_vec(&serde_json::json!(["not", "a", "map"])).unwrap();
+        assert_eq!(Reader::new(&bytes).read_map(), Ok((&bytes[..], None)));
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl Transform {
     ///
     /// [`DecodeError`] when the record is not a well-formed map.
     pub fn entry(&self, event: Event<'_>, scratch: &mut Scratch) -> Result<Entry, DecodeError> {
-        self.sort_fields(event.record, scratch)?;
+        self.sort_fields(&event, scratch)?;
         self.finish_entry(event, scratch)
     }
 
@@ -265,7 +265,7 @@ impl Transform {
         event: Event<'_>,
         scratch: &mut Scratch,
     ) -> Result<Transformed, DecodeError> {
-        self.sort_fields(event.record, scratch)?;
+        self.sort_fields(&event, scratch)?;
         if scratch.fragment {
             return Ok(Transformed::Fragment);
         }
@@ -296,13 +296,32 @@ impl Transform {
         Ok(Entry { stream, timestamp_ns: event.timestamp_ns, line })
     }
 
-    /// Fills `scratch.kept`, `scratch.slot_values` and `scratch.fragment` from the record.
-    fn sort_fields(&self, record: &[u8], scratch: &mut Scratch) -> Result<(), DecodeError> {
+    /// Fills `scratch.kept`, `scratch.slot_values` and `scratch.fragment` from the record,
+    /// following its layout when the decoder noted one.
+    fn sort_fields(&self, event: &Event<'_>, scratch: &mut Scratch) -> Result<(), DecodeError> {
         scratch.kept.clear();
         scratch.slot_values.clear();
         scratch.slot_values.resize(self.slots.len(), None);
         scratch.fragment = false;
 
+        let record = event.record;
+        match &event.layout {
+            Some(layout) => {
+                for pair in layout.pairs() {
+                    let name = pair.name.map(|name| &record[name]);
+                    self.sort_field(record, name, pair.key, pair.value, scratch)?;
+                }
+            }
+            None => self.walk_fields(record, scratch)?,
+        }
+        for (path, index) in &self.label_paths {
+            scratch.slot_values[*index] = label_map::find(record, path)?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::sort_fields`] for a record without a layout: finds its pairs first.
+    fn walk_fields(&self, record: &[u8], scratch: &mut Scratch) -> Result<(), DecodeError> {
         let mut reader = Reader::new(record);
         let Value::Map(pairs) = reader.read()? else {
             return Err(DecodeError::RecordNotMap { found: "not a map" });
@@ -325,26 +344,36 @@ impl Transform {
             };
             let value_start = offset(&reader);
             reader.read_raw()?;
-            let key_range = key_start..value_start;
             let value_range = value_start..offset(&reader);
-
-            match name.and_then(|name| self.role_of(name)) {
-                Some(KeyRole::Remove) => {}
-                Some(KeyRole::Slot(index)) => scratch.slot_values[index] = Some(value_range),
-                Some(KeyRole::PartialMarker) => {
-                    let marker = Reader::new(&record[value_range]).read()?;
-                    scratch.fragment = matches!(marker, Value::Str(b"true") | Value::Bool(true));
-                }
-                None => scratch.kept.push((key_range, value_range)),
-            }
+            self.sort_field(record, name, key_start..value_start, value_range, scratch)?;
         }
-        for (path, index) in &self.label_paths {
-            scratch.slot_values[*index] = label_map::find(record, path)?;
+        Ok(())
+    }
+
+    /// Sorts one pair of the record by the role of its key, `name` when it is text.
+    #[inline(always)]
+    fn sort_field(
+        &self,
+        record: &[u8],
+        name: Option<&[u8]>,
+        key_range: Range<usize>,
+        value_range: Range<usize>,
+        scratch: &mut Scratch,
+    ) -> Result<(), DecodeError> {
+        match name.and_then(|name| self.role_of(name)) {
+            Some(KeyRole::Remove) => {}
+            Some(KeyRole::Slot(index)) => scratch.slot_values[index] = Some(value_range),
+            Some(KeyRole::PartialMarker) => {
+                let marker = Reader::new(&record[value_range]).read()?;
+                scratch.fragment = matches!(marker, Value::Str(b"true") | Value::Bool(true));
+            }
+            None => scratch.kept.push((key_range, value_range)),
         }
         Ok(())
     }
 
     /// The role of the key named `name`, if it has one.
+    #[inline(always)]
     fn role_of(&self, name: &[u8]) -> Option<KeyRole> {
         if self.role_key_lengths & length_bit(name) == 0 {
             return None;

@@ -78,7 +78,7 @@ pub struct JoinedLine {
 impl JoinedLine {
     /// The line as an event, to be transformed like any received one.
     pub fn event(&self) -> Event<'_> {
-        Event { timestamp_ns: self.timestamp_ns, record: &self.record }
+        Event::new(self.timestamp_ns, &self.record)
     }
 }
 

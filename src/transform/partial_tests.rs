@@ -30,7 +30,7 @@ fn decoded(line: &JoinedLine) -> serde_json::Value {
 
 fn add(assembler: &mut PartialAssembler, record: &[u8], now: Instant) -> Vec<JoinedLine> {
     let mut out = Vec::new();
-    let event = Event { timestamp_ns: T0, record };
+    let event = Event::new(T0, record);
     assert!(assembler.add(event, now, &mut out).unwrap(), "taken as a fragment");
     out
 }
@@ -188,7 +188,7 @@ fn too_many_open_lines_push_out_the_oldest() {
 fn a_record_without_a_partial_id_is_not_a_fragment() {
     let mut assembler = PartialAssembler::new(limits(1 << 20));
     let record = rmp_serde::to_vec_named(&json!({"log": "x", "partial_message": "true"})).unwrap();
-    let event = Event { timestamp_ns: T0, record: &record };
+    let event = Event::new(T0, &record);
     assert!(!assembler.add(event, Instant::now(), &mut Vec::new()).unwrap());
     assert!(assembler.is_empty());
 }

@@ -16,7 +16,7 @@ fn config(edit: impl FnOnce(&mut LokiConfig)) -> LokiConfig {
 
 fn transformed(config: &LokiConfig, record: &serde_json::Value) -> Transformed {
     let record = rmp_serde::to_vec_named(record).unwrap();
-    let event = Event { timestamp_ns: 0, record: &record };
+    let event = Event::new(0, &record);
     Transform::new(config).entry_or_fragment(event, &mut Scratch::default()).unwrap()
 }
 
@@ -62,7 +62,7 @@ fn entries_with_the_same_metadata_share_their_stream() {
     let mut scratch = Scratch::default();
     let mut stream_of = |source: &str| {
         let record = rmp_serde::to_vec_named(&json!({"log": "x", "source": source})).unwrap();
-        transform.entry(Event { timestamp_ns: 0, record: &record }, &mut scratch).unwrap().stream
+        transform.entry(Event::new(0, &record), &mut scratch).unwrap().stream
     };
     let stdout = stream_of("stdout");
     assert!(Arc::ptr_eq(&stdout, &stream_of("stdout")), "no allocation per entry");
@@ -143,10 +143,7 @@ fn docker_fragments_are_told_apart_and_their_keys_never_reach_the_line() {
     assert_eq!(transformed(&joining, &part), Transformed::Fragment);
 
     let rendered = Transform::new(&joining)
-        .entry(
-            Event { timestamp_ns: 0, record: &rmp_serde::to_vec_named(&part).unwrap() },
-            &mut Scratch::default(),
-        )
+        .entry(Event::new(0, &rmp_serde::to_vec_named(&part).unwrap()), &mut Scratch::default())
         .unwrap();
     assert_eq!(rendered.line, "part", "taken whole, the partial keys are dropped");
 
@@ -173,7 +170,7 @@ fn past_the_stream_limit_entries_keep_their_tenant_and_metadata() {
         let record =
             json!({"container_name": name, "tenant": "b", "container_id": "0f", "log": "x"});
         let record = rmp_serde::to_vec_named(&record).unwrap();
-        transform.entry(Event { timestamp_ns: 0, record: &record }, &mut scratch).unwrap().stream
+        transform.entry(Event::new(0, &record), &mut scratch).unwrap().stream
     };
     let _first = stream_of("/first");
     let overflow = stream_of("/second");

@@ -16,7 +16,7 @@ fn config(edit: impl FnOnce(&mut LokiConfig)) -> LokiConfig {
 
 fn entry(config: &LokiConfig, record: serde_json::Value) -> Entry {
     let record = rmp_serde::to_vec(&record).expect("json values encode");
-    let event = Event { timestamp_ns: 1_700_000_000_123_456_789, record: &record };
+    let event = Event::new(1_700_000_000_123_456_789, &record);
     Transform::new(config).entry(event, &mut Scratch::default()).expect("valid record")
 }
 
@@ -60,7 +60,7 @@ fn extra_keys_make_a_json_line_in_record_order() {
         ("log", json!("hello")),
         ("com.example.team", json!("web")),
     ]);
-    let event = Event { timestamp_ns: 0, record: &record };
+    let event = Event::new(0, &record);
     let entry = Transform::new(&config(|_| {})).entry(event, &mut Scratch::default()).unwrap();
     assert_eq!(entry.line, r#"{"log":"hello","com.example.team":"web"}"#);
 }
@@ -142,7 +142,7 @@ fn streams_are_interned_per_connection() {
     let mut scratch = Scratch::default();
     let mut stream_of = |name: &str| {
         let record = rmp_serde::to_vec(&json!({"container_name": name, "log": "x"})).unwrap();
-        let event = Event { timestamp_ns: 0, record: &record };
+        let event = Event::new(0, &record);
         transform.entry(event, &mut scratch).unwrap().stream
     };
     let first = stream_of("/a");
@@ -154,14 +154,14 @@ fn streams_are_interned_per_connection() {
 fn invalid_utf8_is_replaced_not_refused() {
     // {"log": str of bytes ff fe}
     let record = [0x81, 0xa3, b'l', b'o', b'g', 0xa2, 0xff, 0xfe];
-    let event = Event { timestamp_ns: 0, record: &record };
+    let event = Event::new(0, &record);
     let entry = Transform::new(&config(|_| {})).entry(event, &mut Scratch::default()).unwrap();
     assert_eq!(entry.line, "\u{fffd}\u{fffd}");
 }
 
 #[test]
 fn a_record_that_is_not_a_map_is_refused() {
-    let event = Event { timestamp_ns: 0, record: &[0x91, 0x01] };
+    let event = Event::new(0, &[0x91, 0x01]);
     let result = Transform::new(&config(|_| {})).entry(event, &mut Scratch::default());
     assert!(matches!(result, Err(DecodeError::RecordNotMap { .. })));
 }
@@ -182,4 +182,49 @@ fn long_lines_are_truncated_at_a_character_boundary_or_dropped() {
     }));
     let mut long = entry(&config(|_| {}), docker_record("abcdef"));
     assert_eq!(dropping.limit_line(&mut long), LineLimit::Drop);
+}
+
+#[test]
+fn a_record_laid_out_by_the_decoder_gives_the_entry_a_walk_gives() {
+    let configs = [
+        config(|_| {}),
+        config(|c| c.drop_single_key = false),
+        config(|c| c.structured_metadata_keys = vec!["source".into()]),
+        config(|c| c.reassemble_partials = false),
+    ];
+    let records = [
+        rmp_serde::to_vec(&docker_record("GET /health 200")).unwrap(),
+        ordered_record(&[
+            ("log", json!("hello")),
+            ("container_name", json!("/api")),
+            ("nested", json!({"a": [1, 2, {"b": null}]})),
+            ("n", json!(-5)),
+        ]),
+        ordered_record(&[
+            ("container_name", json!("/api")),
+            ("partial_message", json!("true")),
+            ("partial_id", json!("p1")),
+            ("partial_ordinal", json!("1")),
+            ("partial_last", json!("false")),
+            ("log", json!("first half")),
+        ]),
+        // An integer key stays in the line.
+        vec![0x82, 0x07, 0xa1, b'x', 0xa3, b'l', b'o', b'g', 0xa2, b'h', b'i'],
+    ];
+    for config in &configs {
+        let transform = Transform::new(config);
+        for record in &records {
+            let mut reader = crate::msgpack::Reader::new(record);
+            let (raw, layout) = reader.read_map().unwrap();
+            assert!(layout.is_some(), "small maps are laid out");
+            let laid_out = Event { timestamp_ns: 7, record: raw, layout };
+            let walked = Event::new(7, record);
+            let mut scratch = Scratch::default();
+            assert_eq!(
+                transform.entry_or_fragment(laid_out, &mut scratch).unwrap(),
+                transform.entry_or_fragment(walked, &mut Scratch::default()).unwrap(),
+                "{record:?}"
+            );
+        }
+    }
 }
