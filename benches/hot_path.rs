@@ -22,7 +22,7 @@ use fwd2loki::forward::decode::{self, DecodeError, Event};
 use fwd2loki::loki::batch::Batcher;
 use fwd2loki::loki::encode::PushEncoder;
 use fwd2loki::loki::labels::StreamLabels;
-use fwd2loki::msgpack::Scanner;
+use fwd2loki::msgpack::{Reader, Scanner};
 use fwd2loki::transform::{Entry, Scratch, Transform};
 
 /// Line lengths measured, with the name each has in benchmark ids.
@@ -200,19 +200,28 @@ fn transform(c: &mut Criterion) {
         for (shape_name, extra) in shapes {
             let events = records(line_bytes, TRANSFORM_RECORDS, extra);
             let record_bytes = events.iter().map(|event| event.record.len()).sum();
-            cases.push((format!("{shape_name}/{size_name}"), events, record_bytes));
+            // The decoder hands each record on with its layout, found while framing it.
+            let layouts: Vec<_> = events
+                .iter()
+                .map(|event| Reader::new(&event.record).read_map().expect("a record").1)
+                .collect();
+            cases.push((format!("{shape_name}/{size_name}"), events, layouts, record_bytes));
         }
     }
     for (group_name, by_bytes) in [("transform", false), ("transform_bytes", true)] {
         let mut group = c.benchmark_group(group_name);
         group.sampling_mode(SamplingMode::Flat);
-        for (id, events, record_bytes) in &cases {
+        for (id, events, layouts, record_bytes) in &cases {
             group.throughput(throughput(by_bytes, events.len() as u64, *record_bytes));
             let mut scratch = Scratch::default();
             group.bench_function(BenchmarkId::from_parameter(id), |b| {
                 b.iter(|| {
-                    for event in events {
-                        let event = Event::new(event.timestamp_ns, &event.record);
+                    for (event, layout) in events.iter().zip(layouts) {
+                        let event = Event {
+                            timestamp_ns: event.timestamp_ns,
+                            record: &event.record,
+                            layout: *layout,
+                        };
                         black_box(transform.entry(event, &mut scratch).expect("valid record"));
                     }
                 });
