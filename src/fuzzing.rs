@@ -52,7 +52,8 @@ const READ_SIZES: [usize; 6] = [1, 2, 3, 7, 64, 1500];
 ///
 /// Beyond not panicking, it checks that the framing finds the same requests whether the bytes
 /// arrive at once or in small reads, that it refuses exactly the requests over a smaller limit,
-/// that an event count matches the events seen, that label and structured metadata names and
+/// that an event count matches the events seen, that a record's layout gives the entry a walk
+/// of the record gives, that label and structured metadata names and
 /// tenants are valid, that the line limit holds, that lines rendered as JSON objects are JSON,
 /// and that joined lines keep no partial keys and stay within their limit.
 pub fn forward_stream(data: &[u8]) {
@@ -294,6 +295,9 @@ impl Variant {
         if self.closed {
             return;
         }
+        if event.layout.is_some() {
+            self.check_layout(event);
+        }
         let done = match self.transform.entry_or_fragment(event, &mut self.scratch) {
             Ok(Transformed::Entry(entry)) => {
                 self.check(event.timestamp_ns, entry);
@@ -305,6 +309,16 @@ impl Variant {
         if done.is_err() {
             self.close();
         }
+    }
+
+    /// The layout the decoder noted must give the entry (or error) a walk of the record gives.
+    fn check_layout(&self, event: Event<'_>) {
+        let transform = |event| {
+            let result = self.transform.entry_or_fragment(event, &mut Scratch::default());
+            result.map_err(|error| error.reason())
+        };
+        let walked = transform(Event { layout: None, ..event });
+        assert_eq!(transform(event), walked, "the record's layout changed its entry");
     }
 
     fn fragment(&mut self, event: Event<'_>, now: Instant) -> Result<(), DecodeError> {
