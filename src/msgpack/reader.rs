@@ -142,8 +142,8 @@ impl<'a> Reader<'a> {
                 self.buf = rest;
                 Ok((map, Some(layout)))
             }
-            // Large, nested deeper than a level, cut short or malformed: `read_raw` walks it
-            // and says which.
+            // Not a map, more pairs than a layout holds, over 64 KiB, cut short or malformed:
+            // `read_raw` walks it and says which error, if any.
             None => Ok((self.read_raw()?, None)),
         }
     }
