@@ -9,6 +9,7 @@ mod fluent_bit_config;
 mod fluent_logger;
 mod fuzz_corpus;
 mod loki_receiver;
+mod loki_tls;
 mod nomad;
 mod observability;
 mod pipeline;

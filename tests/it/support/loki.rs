@@ -5,6 +5,7 @@
 //! promises fwd2loki makes on top of them, and records what it accepted so that tests can assert
 //! on exactly what fwd2loki delivered. It can also misbehave on request (error statuses,
 //! `Retry-After`, slow answers, going down and coming back) to exercise fwd2loki's delivery logic.
+//! It can serve HTTPS too, with or without asking for a client certificate.
 //!
 //! Where this receiver is deliberately stricter than Loki, the item says so. It never applies
 //! Loki's time-based limits (too old, too far in the future), because those depend on the clock
@@ -22,10 +23,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 /// The only path Loki's push API is served on.
 pub(crate) const PUSH_PATH: &str = "/loki/api/v1/push";
@@ -216,18 +219,30 @@ pub(crate) struct TestLoki {
     addr: SocketAddr,
     shared: Arc<Shared>,
     server: Mutex<Option<RunningServer>>,
+    /// Set when the receiver serves HTTPS.
+    tls: Option<TlsAcceptor>,
 }
 
 impl TestLoki {
     /// Starts a receiver on a free port of 127.0.0.1.
     pub(crate) async fn start() -> TestLoki {
+        Self::start_with(None).await
+    }
+
+    /// Starts a receiver that serves HTTPS with `acceptor`'s certificate (and asks for a client
+    /// certificate if the acceptor does).
+    pub(crate) async fn start_tls(acceptor: TlsAcceptor) -> TestLoki {
+        Self::start_with(Some(acceptor)).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>) -> TestLoki {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind the test Loki to a free port of 127.0.0.1");
         let addr = listener.local_addr().expect("the test Loki listener has an address");
         let shared = Arc::new(Shared::default());
-        let server = RunningServer::spawn(listener, Arc::clone(&shared));
-        TestLoki { addr, shared, server: Mutex::new(Some(server)) }
+        let server = RunningServer::spawn(listener, Arc::clone(&shared), tls.clone());
+        TestLoki { addr, shared, server: Mutex::new(Some(server)), tls }
     }
 
     /// The address the receiver listens on; it stays the same across [`TestLoki::restart`].
@@ -235,9 +250,11 @@ impl TestLoki {
         self.addr
     }
 
-    /// The full push URL, such as `http://127.0.0.1:PORT/loki/api/v1/push`.
+    /// The full push URL, such as `http://127.0.0.1:PORT/loki/api/v1/push` (`https` when the
+    /// receiver serves TLS).
     pub(crate) fn push_url(&self) -> String {
-        format!("http://{}{PUSH_PATH}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{PUSH_PATH}", self.addr)
     }
 
     /// Queues faults; each incoming push consumes the next one before anything else happens.
@@ -305,6 +322,20 @@ impl TestLoki {
 
     /// Waits until at least `count` requests have arrived, whatever their outcome, and returns
     /// the number seen. Panics like [`TestLoki::wait_for_entries`].
+    /// Waits until at least `count` TLS handshakes have failed, and returns how many did.
+    pub(crate) async fn wait_for_tls_failures(&self, count: usize, timeout: Duration) -> usize {
+        let what = format!("{count} failed TLS handshakes");
+        self.wait_until(timeout, &what, |state| {
+            (state.tls_failures.len() >= count).then_some(state.tls_failures.len())
+        })
+        .await
+    }
+
+    /// Why TLS handshakes failed, in order.
+    pub(crate) fn tls_failures(&self) -> Vec<String> {
+        self.shared.lock().tls_failures.clone()
+    }
+
     pub(crate) async fn wait_for_requests(&self, count: usize, timeout: Duration) -> usize {
         let what = format!("{count} requests");
         self.wait_until(timeout, &what, |state| (state.requests >= count).then_some(state.requests))
@@ -325,7 +356,7 @@ impl TestLoki {
         let listener = TcpListener::bind(self.addr)
             .await
             .unwrap_or_else(|error| panic!("rebind the test Loki to {}: {error}", self.addr));
-        let server = RunningServer::spawn(listener, Arc::clone(&self.shared));
+        let server = RunningServer::spawn(listener, Arc::clone(&self.shared), self.tls.clone());
         *self.server_slot() = Some(server);
     }
 
@@ -422,6 +453,8 @@ struct Recorded {
     rejections: Vec<String>,
     handler_panics: Vec<String>,
     requests: usize,
+    /// Why each failed TLS handshake failed.
+    tls_failures: Vec<String>,
     faults_applied: usize,
     fault_queue: VecDeque<Fault>,
     default_fault: Option<Fault>,
@@ -455,16 +488,29 @@ struct RunningServer {
 }
 
 impl RunningServer {
-    fn spawn(listener: TcpListener, shared: Arc<Shared>) -> RunningServer {
+    fn spawn(
+        listener: TcpListener,
+        shared: Arc<Shared>,
+        tls: Option<TlsAcceptor>,
+    ) -> RunningServer {
         let (stop, stopping) = watch::channel(false);
         let router = Router::new()
             .fallback(handle_request)
-            .with_state(ServerContext { shared, stopping: stopping.clone() });
+            .with_state(ServerContext { shared: Arc::clone(&shared), stopping: stopping.clone() });
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop_requested(stopping))
-                .await
-                .expect("the test Loki server fails only if its listener does");
+            let served = match tls {
+                None => {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stop_requested(stopping))
+                        .await
+                }
+                Some(acceptor) => {
+                    axum::serve(TlsListener { tcp: listener, acceptor, shared }, router)
+                        .with_graceful_shutdown(stop_requested(stopping))
+                        .await
+                }
+            };
+            served.expect("the test Loki server fails only if its listener does");
         });
         RunningServer { stop, task }
     }
@@ -477,6 +523,40 @@ impl RunningServer {
             Ok(Err(error)) => panic!("the test Loki server task failed: {error}"),
             Err(_) => panic!("the test Loki did not stop within {SHUTDOWN_TIMEOUT:?}"),
         }
+    }
+}
+
+/// A listener that hands axum only connections whose TLS handshake succeeded, and records why
+/// the others failed.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            // Accepting fails only when the process is out of descriptors or the like; the
+            // next attempt may succeed, as with axum's own listener.
+            let Ok((tcp, address)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, address),
+                Err(error) => {
+                    self.shared.update(|state| state.tls_failures.push(error.to_string()))
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

@@ -20,6 +20,10 @@ pub(crate) struct TestPki {
     pub(crate) server_cert_file: PathBuf,
     /// The server key (PEM file).
     pub(crate) server_key_file: PathBuf,
+    /// The client certificate (PEM file).
+    pub(crate) client_cert_file: PathBuf,
+    /// The client key (PEM file).
+    pub(crate) client_key_file: PathBuf,
     ca_pem: String,
     client_cert_pem: String,
     client_key_pem: String,
@@ -54,6 +58,8 @@ impl TestPki {
             ca_file: write("ca.pem", &ca.pem()),
             server_cert_file: write("server.pem", &server_cert),
             server_key_file: write("server-key.pem", &server_key),
+            client_cert_file: write("client.pem", &client_cert_pem),
+            client_key_file: write("client-key.pem", &client_key_pem),
             ca_pem: ca.pem(),
             client_cert_pem,
             client_key_pem,
