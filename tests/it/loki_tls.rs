@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use fwd2loki::config::Config;
 use fwd2loki::forward::client::{Mode, OutgoingEvent, TimeFormat};
 use fwd2loki::forward::tls::acceptor;
 use fwd2loki::metrics::StatusLabels;
@@ -30,6 +31,12 @@ async fn https_loki(pki: &TestPki, client_certificates: bool) -> TestLoki {
     loki
 }
 
+/// Sends one record without asking for an ack, which would never come.
+async fn send_unacknowledged(shipper: &Shipper, line: &str) {
+    let mut stream = shipper.connect().await;
+    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &record(line), false).await;
+}
+
 /// Waits until fwd2loki has counted at least `count` pushes that failed before any answer.
 async fn wait_for_failed_pushes(shipper: &Shipper, count: u64) {
     let failed =
@@ -43,37 +50,37 @@ async fn wait_for_failed_pushes(shipper: &Shipper, count: u64) {
     .unwrap_or_else(|_| panic!("{count} failed pushes counted; only {}", failed.get()));
 }
 
-#[tokio::test]
-async fn pushes_reach_a_loki_whose_certificate_the_configured_ca_signed() {
-    let pki = TestPki::new();
-    let loki = https_loki(&pki, false).await;
-    let shipper =
-        Shipper::start(&loki, |config| config.loki.ca_file = Some(pki.ca_file.clone())).await;
+/// Starts fwd2loki against `loki` with `edit`, sends one record and waits for its ack, which
+/// comes only once Loki took it; then checks what Loki got and that shutdown is clean.
+async fn deliver_one(loki: &TestLoki, edit: impl FnOnce(&mut Config), line: &str) {
+    let shipper = Shipper::start(loki, edit).await;
     let mut stream = shipper.connect().await;
-    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &record("over https"), true)
-        .await;
+    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &record(line), true).await;
     let entries = loki.wait_for_entries(1, PATIENCE).await;
-    assert_eq!(entries[0].line, "over https");
+    assert_eq!(entries[0].line, line);
     assert_eq!(entries[0].labels["container_name"], "/app");
     assert_eq!(loki.tls_failures(), Vec::<String>::new());
     assert_eq!(shipper.stop(PATIENCE).await, ShutdownOutcome::Delivered);
 }
 
 #[tokio::test]
+async fn pushes_reach_a_loki_whose_certificate_the_configured_ca_signed() {
+    let pki = TestPki::new();
+    let loki = https_loki(&pki, false).await;
+    deliver_one(&loki, |config| config.loki.ca_file = Some(pki.ca_file.clone()), "over https")
+        .await;
+}
+
+#[tokio::test]
 async fn a_loki_asking_for_a_client_certificate_gets_the_configured_one() {
     let pki = TestPki::new();
     let loki = https_loki(&pki, true).await;
-    let shipper = Shipper::start(&loki, |config| {
+    let with_certificate = |config: &mut Config| {
         config.loki.ca_file = Some(pki.ca_file.clone());
         config.loki.cert_file = Some(pki.client_cert_file.clone());
         config.loki.key_file = Some(pki.client_key_file.clone());
-    })
-    .await;
-    let mut stream = shipper.connect().await;
-    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &record("mutual"), true).await;
-    assert_eq!(loki.wait_for_entries(1, PATIENCE).await[0].line, "mutual");
-    assert_eq!(loki.tls_failures(), Vec::<String>::new());
-    assert_eq!(shipper.stop(PATIENCE).await, ShutdownOutcome::Delivered);
+    };
+    deliver_one(&loki, with_certificate, "mutual").await;
 }
 
 #[tokio::test]
@@ -82,9 +89,7 @@ async fn without_a_client_certificate_nothing_is_pushed_and_nothing_acknowledged
     let loki = https_loki(&pki, true).await;
     let shipper =
         Shipper::start(&loki, |config| config.loki.ca_file = Some(pki.ca_file.clone())).await;
-    let mut stream = shipper.connect().await;
-    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &record("refused"), false)
-        .await;
+    send_unacknowledged(&shipper, "refused").await;
     // Refused handshakes are retried like any failed push, and counted.
     loki.wait_for_tls_failures(2, PATIENCE).await;
     wait_for_failed_pushes(&shipper, 1).await;
@@ -99,9 +104,7 @@ async fn a_loki_signed_by_an_unknown_ca_gets_nothing() {
     let pki = TestPki::new();
     let loki = https_loki(&pki, false).await;
     let shipper = Shipper::start(&loki, |_| {}).await;
-    let mut stream = shipper.connect().await;
-    send_records(&mut stream, Mode::Message, TimeFormat::EventTime, &record("unverified"), false)
-        .await;
+    send_unacknowledged(&shipper, "unverified").await;
     wait_for_failed_pushes(&shipper, 2).await;
     assert!(loki.tls_failures().len() >= 2, "{:?}", loki.tls_failures());
     assert_eq!(loki.requests(), 0, "no request reaches a server that was not verified");
