@@ -8,9 +8,11 @@
 #![doc(hidden)]
 
 mod disk_segment;
+mod fluent_bit;
 mod handshake;
 
 pub use disk_segment::{SeedEntry, disk_record, disk_segment};
+pub use fluent_bit::fluent_bit_config;
 pub use handshake::{
     HANDSHAKE_AUTH_SALT, HANDSHAKE_NONCE, HANDSHAKE_SHARED_KEY, HANDSHAKE_USER, handshake_ping,
     valid_ping,

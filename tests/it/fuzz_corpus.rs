@@ -19,12 +19,13 @@ use serde_json::json;
 type EntryPoint = fn(&[u8]);
 
 /// Each fuzz target, by the name of its corpus directory, with its entry point.
-const TARGETS: [(&str, EntryPoint); 5] = [
+const TARGETS: [(&str, EntryPoint); 6] = [
     ("forward_stream", fwd2loki::fuzzing::forward_stream),
     ("compressed_entries", fwd2loki::fuzzing::compressed_entries),
     ("config", fwd2loki::fuzzing::config),
     ("disk_segment", fwd2loki::fuzzing::disk_segment),
     ("handshake_ping", fwd2loki::fuzzing::handshake_ping),
+    ("fluent_bit_config", fwd2loki::fuzzing::fluent_bit_config),
 ];
 
 /// Seeds stay small so that the fuzzers' default input size (4 KiB) covers them.
@@ -122,6 +123,7 @@ fn seed_corpus_is_up_to_date() {
     seeds.extend(config_seeds());
     seeds.extend(disk_segment_seeds());
     seeds.extend(handshake_ping_seeds());
+    seeds.extend(fluent_bit_config_seeds());
     let mut stale = Vec::new();
     for (target, name, bytes) in seeds {
         assert!(bytes.len() <= MAX_SEED_BYTES, "{target}/{name}: {} bytes", bytes.len());
@@ -651,4 +653,63 @@ fn handshake_ping_seeds() -> Vec<Seed> {
         ("reserved-marker", vec![0x96, 0xc1]),
     ];
     seeds.into_iter().map(|(name, bytes)| ("handshake_ping", name.to_owned(), bytes)).collect()
+}
+
+/// The test fixtures (the reference deployment's file and one with fluent-bit's own `loki`
+/// output, their Loki port filled in), and small files for the reader's other paths: `@SET` and `${NAME}`, an `@INCLUDE`
+/// that finds nothing, keys outside a section, a section left open, unknown plugins.
+fn fluent_bit_config_seeds() -> Vec<Seed> {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fluent-bit");
+    let mut seeds: Vec<Seed> = ["reference.conf", "native.conf"]
+        .into_iter()
+        .map(|name| {
+            // The tests point the fixtures at their stand-in Loki; here, at a real port.
+            let text = std::fs::read_to_string(fixtures.join(name)).unwrap();
+            ("fluent_bit_config", format!("fixture-{name}"), text.replace("PORT", "3100").into())
+        })
+        .collect();
+    let small = [
+        (
+            "set-and-variables.conf",
+            "@SET JOB=wiki\n[SERVICE]\n    Flush 1\n[INPUT]\n    Name forward\n    \
+             Port 24224\n[OUTPUT]\n    Name loki\n    Match *\n    Host loki.example\n    \
+             Labels job=${JOB}, host=${HOSTNAME}\n    Label_keys $container_name\n",
+        ),
+        (
+            "include-nothing.conf",
+            "@INCLUDE extra-*.conf\n@INCLUDE missing.conf\n[INPUT]\n    Name forward\n",
+        ),
+        ("key-outside-section.conf", "Name forward\n[INPUT]\n    Name forward\n"),
+        ("open-section.conf", "[INPUT\n    Name forward\n"),
+        (
+            "loki-output-options.conf",
+            "[INPUT]\n    Name forward\n[OUTPUT]\n    Name loki\n    Match docker.*\n    \
+             Host loki.example\n    Port 3100\n    tls on\n    tls.verify off\n    \
+             line_format json\n    structured_metadata trace_id=$trace_id\n    \
+             auto_kubernetes_labels off\n    Retry_Limit False\n    workers 2\n",
+        ),
+        (
+            "two-outputs-comments.conf",
+            "# comment\n[INPUT]\n\tName forward # not a comment\n\n[OUTPUT]\n    Name loki\n    \
+             Match a\n[OUTPUT]\n    Name loki\n    Match b\n",
+        ),
+        (
+            "grafana-loki-plugin.conf",
+            "[INPUT]\n    Name forward\n[OUTPUT]\n    Name grafana-loki\n    Match *\n    \
+             Url http:loki:3100\n    BatchWait 1s\n    BatchSize 1048576\n    \
+             Labels {job=\"fluent-bit\"}\n    LabelKeys container_name\n    \
+             RemoveKeys source,container_id\n    LineFormat json\n    DropSingleKey true\n",
+        ),
+        ("empty.conf", ""),
+        (
+            "unknown-plugins.conf",
+            "[INPUT]\n    Name tail\n[FILTER]\n    Name grep\n[OUTPUT]\n    Name es\n",
+        ),
+    ];
+    seeds.extend(
+        small
+            .into_iter()
+            .map(|(name, text)| ("fluent_bit_config", name.to_owned(), text.as_bytes().to_vec())),
+    );
+    seeds
 }
