@@ -28,6 +28,7 @@ use std::time::Duration;
 pub use remarks::Remark;
 
 use classic::{Entry, Section};
+use keys::Keys;
 use loki_output::Flavour;
 use remarks::Remarks;
 
@@ -238,6 +239,20 @@ impl Target {
     fn set_bytes(&mut self, section: &str, key: &str, bytes: u64) {
         // Sizes beyond TOML's integers are far beyond any limit fwd2loki accepts anyway.
         self.set(section, key, i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+/// Why a label map file is not carried over, for both Loki outputs.
+const LABEL_MAP_REASON: &str = "not converted: write the mapping in fwd2loki's configuration as \
+                                loki.label_map (record path = label name)";
+
+/// Carries the output's PEM files over: `[ca, certificate, key]` are the output's names for
+/// Loki's CA and the client certificate and key, which fwd2loki reads from the same files.
+fn tls_files(keys: &mut Keys<'_>, target: &mut Target, [ca, certificate, key]: [&str; 3]) {
+    for (name, setting) in [(ca, "ca_file"), (certificate, "cert_file"), (key, "key_file")] {
+        if let Some(entry) = keys.take(name) {
+            target.set("loki", setting, entry.value.clone());
+        }
     }
 }
 

@@ -32,20 +32,22 @@ pub(super) const RULES: &[Rule] = &[
     Rule::warn("header", "extra HTTP headers are not sent (the value is not shown)"),
     Rule::warn(
         "tenant_id_key",
-        "a tenant per record is not supported: fwd2loki sends every entry with tenant_id",
+        "not converted: fwd2loki's equivalent is loki.tenant_key, which also takes the key out \
+         of the line",
     ),
     Rule::note("tenant_id_key_error_handling", "only used with tenant_id_key"),
+    Rule::warn("label_map_path", super::LABEL_MAP_REASON),
     Rule::warn(
-        "label_map_path",
-        "label maps are not supported: list the record keys to turn into labels in label_keys",
+        "structured_metadata*",
+        "not converted: list the record keys to send as structured metadata in \
+         loki.structured_metadata_keys",
     ),
-    Rule::warn("structured_metadata*", "structured metadata is not sent yet"),
     Rule::note("compress", "fwd2loki always compresses its pushes (snappy)"),
     Rule::note("buffer_size", "bounds how much of Loki's answer fluent-bit reads"),
     Rule::warn(
         "tls.*",
-        "not honoured yet: fwd2loki checks Loki's certificate against its default trust roots \
-         and presents no client certificate",
+        "not converted: fwd2loki trusts the system's roots plus loki.ca_file, and presents \
+         loki.cert_file and loki.key_file (PEM files without a password)",
     ),
 ];
 
@@ -60,6 +62,7 @@ pub(super) fn convert(
     if let Some(entry) = keys.take("tenant_id") {
         target.set("loki", "tenant_id", entry.value.clone());
     }
+    super::tls_files(keys, target, ["tls.ca_file", "tls.crt_file", "tls.key_file"]);
     if let Some(entry) = keys.take("tls.verify") {
         if !flag(section, entry)? {
             remarks.warn_key(section, entry, "not honoured: fwd2loki always checks certificates");

@@ -12,22 +12,14 @@ use super::{FluentBitError, Target, invalid_value, service, values};
 /// The plugin's push URL when none is given.
 const DEFAULT_URL: &str = "http://localhost:3100/loki/api/v1/push";
 
-const TLS_REASON: &str = "not honoured yet: fwd2loki checks Loki's certificate against its \
-                          default trust roots and presents no client certificate";
 const DISK_QUEUE_REASON: &str = "belongs to the plugin's disk queue (see Buffer)";
 
 /// The keys that are reported rather than converted.
 pub(super) const RULES: &[Rule] = &[
-    Rule::warn(
-        "labelmappath",
-        "label maps are not supported: list the record keys to turn into labels in label_keys",
-    ),
+    Rule::warn("labelmappath", super::LABEL_MAP_REASON),
     Rule::note("buffertype", DISK_QUEUE_REASON),
     Rule::note("dque*", DISK_QUEUE_REASON),
-    Rule::warn("ca_file", TLS_REASON),
-    Rule::warn("cert_file", TLS_REASON),
-    Rule::warn("key_file", TLS_REASON),
-    Rule::warn("insecure_skip_verify", TLS_REASON),
+    Rule::warn("insecure_skip_verify", "not honoured: fwd2loki always checks certificates"),
 ];
 
 /// Converts the plugin's keys.
@@ -41,6 +33,7 @@ pub(super) fn convert(
     if let Some(entry) = keys.take("tenantid").filter(|entry| !entry.value.is_empty()) {
         target.set("loki", "tenant_id", entry.value.clone());
     }
+    super::tls_files(keys, target, ["ca_file", "cert_file", "key_file"]);
     timing(keys, target, remarks)?;
     if let Some(entry) = keys.take("loglevel") {
         service::log_level(section, entry, target, remarks);

@@ -249,7 +249,7 @@ fn every_key_fwd2loki_cannot_honour_is_warned_about() {
     tenant_id_key tenant
     label_map_path /etc/map.json
     structured_metadata pod=$pod
-    tls.ca_file /etc/ca.pem
+    tls.vhost loki.internal
     tls.verify off
     header X-Scope-OrgID other
     auto_kubernetes_labels on
@@ -265,7 +265,7 @@ fn every_key_fwd2loki_cannot_honour_is_warned_about() {
         "tenant_id_key",
         "label_map_path",
         "structured_metadata",
-        "tls.ca_file",
+        "tls.vhost",
         "header",
         "storage.total_limit_size",
         "no_such_key",
@@ -281,22 +281,33 @@ fn every_key_fwd2loki_cannot_honour_is_warned_about() {
     BufferType dque
     DqueDir /tmp/flb
     MaxRetries 10
-    ca_file /etc/ca.pem
     insecure_skip_verify true
 ";
     let conversion = convert_text(&format!("{FORWARD}{plugin}"));
-    let expected = [
-        "MaxRetries",
-        "AutoKubernetesLabels",
-        "Buffer",
-        "LabelMapPath",
-        "ca_file",
-        "insecure_skip_verify",
-    ];
+    let expected =
+        ["MaxRetries", "AutoKubernetesLabels", "Buffer", "LabelMapPath", "insecure_skip_verify"];
     assert_eq!(warned_keys(&conversion), expected, "{}", all_remarks(&conversion));
     let noted: Vec<_> = conversion.notes.iter().filter_map(|note| note.key.as_deref()).collect();
     assert_eq!(noted, ["BufferType", "DqueDir"]);
     config(&conversion);
+}
+
+#[test]
+fn loki_tls_files_carry_over_from_both_outputs() {
+    let native = "[OUTPUT]\nName loki\nMatch *\ntls on\ntls.ca_file /etc/loki/ca.pem\n\
+                  tls.crt_file /etc/loki/client.pem\ntls.key_file /etc/loki/client-key.pem\n";
+    let plugin = "[OUTPUT]\nName grafana-loki\nMatch *\nUrl https://loki:3100/loki/api/v1/push\n\
+                  ca_file /etc/loki/ca.pem\ncert_file /etc/loki/client.pem\n\
+                  key_file /etc/loki/client-key.pem\n";
+    for output in [native, plugin] {
+        let conversion = convert_text(&format!("{FORWARD}{output}"));
+        assert!(conversion.warnings.is_empty(), "{}", all_remarks(&conversion));
+        let loki = config(&conversion).loki;
+        assert!(loki.url.as_deref().is_some_and(|url| url.starts_with("https://")));
+        assert_eq!(loki.ca_file.as_deref(), Some(Path::new("/etc/loki/ca.pem")));
+        assert_eq!(loki.cert_file.as_deref(), Some(Path::new("/etc/loki/client.pem")));
+        assert_eq!(loki.key_file.as_deref(), Some(Path::new("/etc/loki/client-key.pem")));
+    }
 }
 
 #[test]
