@@ -15,7 +15,7 @@ use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
 
-use crate::msgpack::{MapLayout, ReadError, Reader, Value};
+use crate::msgpack::{MapLayout, ReadError, Reader, Value, is_map_marker};
 use crate::transform::render::RenderError;
 
 /// Why a request was refused. Every variant closes the connection it came from.
@@ -385,7 +385,7 @@ fn time_from(value: Value<'_>) -> Result<i64, DecodeError> {
 
 /// Reads a record, which must be a map, as raw bytes, with its layout when it is small.
 fn read_record<'a>(reader: &mut Reader<'a>) -> Result<(&'a [u8], Option<MapLayout>), DecodeError> {
-    if let Some(0x80..=0x8f | 0xde | 0xdf) = reader.remaining().first() {
+    if reader.remaining().first().copied().is_some_and(is_map_marker) {
         return Ok(reader.read_map()?);
     }
     Err(DecodeError::RecordNotMap { found: kind(&reader.clone().read()?) })

@@ -36,6 +36,11 @@ enum HeadError {
     ReservedMarker,
 }
 
+/// Whether `marker` starts a map.
+pub fn is_map_marker(marker: u8) -> bool {
+    matches!(marker, 0x80..=0x8f | 0xde | 0xdf)
+}
+
 /// Reads the marker at the start of `buf` and the length field after it.
 #[inline(always)]
 fn read_head(buf: &[u8]) -> Result<Head, HeadError> {

@@ -1,7 +1,7 @@
 //! Reading the parts of a complete msgpack value, borrowing from its buffer.
 
 use super::layout::{MAX_LAID_OUT_PAIRS, MapLayout};
-use super::{Head, HeadError, read_head, value_len};
+use super::{Head, HeadError, is_map_marker, read_head, value_len};
 
 /// One msgpack item. Containers give only their length; their elements follow in the reader.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,12 +157,10 @@ impl<'a> Reader<'a> {
         // Most values are scalars or strings, whose length their head tells; only containers
         // need the scanner to walk their elements.
         let len = match read_head(self.buf) {
-            Ok(head) if head.children == 0 => head.header_len + head.payload_len,
-            Ok(head) => flat_container_len(self.buf, head.header_len, head.children)
-                .or_else(|| value_len(self.buf))
-                .ok_or(ReadError::Truncated)?,
-            Err(_) => value_len(self.buf).ok_or(ReadError::Truncated)?,
-        };
+            Ok(head) => item_len(self.buf, head),
+            Err(_) => value_len(self.buf),
+        }
+        .ok_or(ReadError::Truncated)?;
         if len > self.buf.len() {
             return Err(ReadError::Truncated);
         }
@@ -181,7 +179,7 @@ fn is_text_marker(marker: u8) -> bool {
 fn map_layout(buf: &[u8]) -> Option<(usize, MapLayout)> {
     let head = read_head(buf).ok()?;
     let pairs = head.children / 2;
-    if !matches!(buf[0], 0x80..=0x8f | 0xde | 0xdf) || pairs > MAX_LAID_OUT_PAIRS as u64 {
+    if !is_map_marker(buf[0]) || pairs > MAX_LAID_OUT_PAIRS as u64 {
         return None;
     }
     let mut layout = MapLayout::new(head.header_len)?;
