@@ -43,9 +43,10 @@ pub struct MapLayout {
 }
 
 impl MapLayout {
-    /// An empty layout for a map whose header takes `header_len` bytes.
-    pub(super) fn new(header_len: usize) -> Option<Self> {
-        Some(Self { header_len: u8::try_from(header_len).ok()?, ..Self::default() })
+    /// An empty layout for a map whose header takes `header_len` bytes (1, 3 or 5).
+    pub(super) fn new(header_len: usize) -> Self {
+        debug_assert!(header_len <= 5, "a map header is at most 5 bytes");
+        Self { header_len: header_len as u8, ..Self::default() }
     }
 
     /// The pairs, in the order the map holds them.
@@ -65,15 +66,13 @@ impl MapLayout {
         })
     }
 
-    /// Notes the next pair, whose key began where the last value ended; false, noting
-    /// nothing, when the layout is full or the offsets do not fit.
+    /// Notes the next pair, whose key began where the last value ended, `text_header` being
+    /// the key's header length when it is a string or binary; false, noting nothing, when the
+    /// layout is full or the offsets do not fit in 16 bits.
     #[inline(always)]
     pub(super) fn push(&mut self, text_header: Option<usize>, value: Range<usize>) -> bool {
-        let text_header = match text_header.map(u8::try_from) {
-            Some(Ok(NOT_TEXT) | Err(_)) => return false,
-            Some(Ok(len)) => len,
-            None => NOT_TEXT,
-        };
+        // A string's or binary's header takes 1 to 5 bytes, never `NOT_TEXT`'s 0.
+        let text_header = text_header.map_or(NOT_TEXT, |len| len as u8);
         let (Ok(value_start), Ok(value_end)) =
             (u16::try_from(value.start), u16::try_from(value.end))
         else {

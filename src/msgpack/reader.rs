@@ -182,7 +182,7 @@ fn map_layout(buf: &[u8]) -> Option<(usize, MapLayout)> {
     if !is_map_marker(buf[0]) || pairs > MAX_LAID_OUT_PAIRS as u64 {
         return None;
     }
-    let mut layout = MapLayout::new(head.header_len)?;
+    let mut layout = MapLayout::new(head.header_len);
     let mut end = head.header_len;
     for _ in 0..pairs {
         let key = buf.get(end..)?;
